@@ -1,0 +1,304 @@
+"""The tdopt algorithm as pure functions over an immutable state (tensors only).
+
+One generation is ``candidates = ask(...)``, ``losses = f(candidates)``,
+``state = tell(...)``. It minimises any black-box ``f: (N, D) -> (N,)``; the
+``torch.optim`` adapter in :mod:`tdopt.optim` is a thin layer over these functions.
+
+Algorithm ("largest-component consensus ES"), population ``X (P, D)``:
+
+1. propose: each member ``x_i`` gets a child ``x_i + sigma * eps_i`` (antithetic pairs
+   ``+eps, -eps`` optional);
+2. evaluate the children, plus every parent whose loss is unknown (an averaged point),
+   or every parent and the incumbent when ``reevaluate=True`` (minibatch objectives:
+   parents and children are then compared on the same batch);
+3. select ``(P + P)``: the best ``P`` of parents and children survive (ties keep parents);
+4. topology: single-linkage graph at radius ``r`` over the survivors; the largest
+   connected component's members are replaced by their (uniform or rank-weighted)
+   average, whose loss is evaluated with the next generation's candidates;
+5. adapt ``sigma`` by the success rule (fraction of children beating their parent vs
+   ``success_target``) and replace the incumbent only by a strictly better point.
+
+Losses that are NaN or +-inf are treated as +inf: never selected over a finite loss and
+never the incumbent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from . import topology
+
+__all__ = ["Config", "State", "init", "ask", "tell", "minimize", "num_evaluations"]
+
+Objective = Callable[[Tensor], Tensor]
+RADIUS_RULES = ("quantile", "gap")
+WEIGHTINGS = ("uniform", "rank")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters shared by every generation (validated on construction)."""
+
+    popsize: int = 16
+    radius: float | str = "auto"
+    auto_rule: str = "quantile"
+    auto_quantile: float = 0.5
+    average: bool = True
+    weighting: str = "uniform"
+    antithetic: bool = False
+    reevaluate: bool = False
+    success_target: float = 0.2
+    adapt_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.popsize, bool) or not isinstance(self.popsize, int) or self.popsize < 2:
+            raise ValueError(f"popsize must be an int >= 2, got {self.popsize!r}")
+        if self.antithetic and self.popsize % 2:
+            raise ValueError(f"antithetic sampling needs an even popsize, got {self.popsize}")
+        if isinstance(self.radius, str):
+            if self.radius != "auto":
+                raise ValueError(f"radius must be a positive float or 'auto', got {self.radius!r}")
+        elif isinstance(self.radius, bool) or not isinstance(self.radius, (int, float)) or not (
+            0 < self.radius < math.inf
+        ):
+            raise ValueError(f"radius must be a positive finite float or 'auto', got {self.radius!r}")
+        if self.auto_rule not in RADIUS_RULES:
+            raise ValueError(f"auto_rule must be one of {RADIUS_RULES}, got {self.auto_rule!r}")
+        if not 0.0 <= self.auto_quantile <= 1.0:
+            raise ValueError(f"auto_quantile must be in [0, 1], got {self.auto_quantile!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if not 0.0 < self.success_target < 1.0:
+            raise ValueError(f"success_target must be in (0, 1), got {self.success_target!r}")
+        if not 0.0 <= self.adapt_rate < math.inf:
+            raise ValueError(f"adapt_rate must be finite and >= 0, got {self.adapt_rate!r}")
+
+
+class State(NamedTuple):
+    """Immutable optimizer state. Shapes: ``P`` members, ``D`` coordinates.
+
+    population (P, D); losses (P,) float64, NaN where not yet evaluated; groups (P,)
+    int64, equal ids mark identical members (evaluated once); best (D,); best_loss ()
+    float64 (+inf until a finite loss is seen); sigma_scale: multiplier of the base step
+    size adapted by the success rule; radius and component_size: last topology step.
+    """
+
+    population: Tensor
+    losses: Tensor
+    groups: Tensor
+    best: Tensor
+    best_loss: Tensor
+    sigma_scale: float
+    generation: int
+    evaluations: int
+    radius: float
+    component_size: int
+
+
+def init(x0: Tensor, config: Config) -> State:
+    """Initial state: ``popsize`` copies of ``x0 (D,)`` (one group, loss unknown)."""
+    if x0.dim() != 1 or x0.numel() == 0:
+        raise ValueError(f"x0 must be a non-empty 1-D tensor, got shape {tuple(x0.shape)}")
+    if not x0.is_floating_point():
+        raise ValueError(f"x0 must be floating point, got {x0.dtype}")
+    p = config.popsize
+    return State(
+        population=x0.detach().clone().expand(p, -1).clone(),
+        losses=torch.full((p,), math.nan, dtype=torch.float64, device=x0.device),
+        groups=torch.zeros(p, dtype=torch.long, device=x0.device),
+        best=x0.detach().clone(),
+        best_loss=torch.tensor(math.inf, dtype=torch.float64, device=x0.device),
+        sigma_scale=1.0,
+        generation=0,
+        evaluations=0,
+        radius=math.nan,
+        component_size=0,
+    )
+
+
+def _representatives(state: State, config: Config) -> Tensor:
+    """Indices of the members whose losses the next candidates re-measure (one per group)."""
+    first = _first_of_each_group(state.groups)
+    if config.reevaluate:
+        return first
+    return first[torch.isnan(state.losses[first])]
+
+
+def _first_of_each_group(groups: Tensor) -> Tensor:
+    """Smallest member index of each group, ascending."""
+    p = groups.numel()
+    idx = torch.arange(p, device=groups.device)
+    first = torch.full((p,), p, dtype=torch.long, device=groups.device)
+    first = first.scatter_reduce(0, groups, idx, reduce="amin")
+    return torch.unique(first[first < p])
+
+
+def num_evaluations(state: State, config: Config) -> int:
+    """Rows :func:`ask` returns for this state (loss evaluations this generation)."""
+    return int(config.reevaluate) + _representatives(state, config).numel() + config.popsize
+
+
+def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Generator) -> Tensor:
+    """Candidates ``(N, D)`` to evaluate: [incumbent if reevaluate] + parents + children.
+
+    ``sigma``: scalar or ``(D,)`` base step size (multiplied by ``state.sigma_scale``).
+    Noise is drawn on the generator's device (CPU by default) then moved, so a seed gives
+    the same trajectory on every device.
+    """
+    pop = state.population
+    p, d = pop.shape
+    n_noise = p // 2 if config.antithetic else p
+    noise = torch.randn(n_noise, d, generator=generator, dtype=pop.dtype, device=generator.device)
+    noise = noise.to(pop.device)
+    if config.antithetic:
+        noise = torch.stack([noise, -noise], dim=1).reshape(p, d)
+    step = torch.as_tensor(sigma, dtype=pop.dtype, device=pop.device) * state.sigma_scale
+    children = pop + step * noise
+    rows = [state.best[None]] if config.reevaluate else []
+    rows += [pop[_representatives(state, config)], children]
+    return torch.cat(rows, dim=0)
+
+
+def sanitize(losses: Tensor) -> Tensor:
+    """Losses as float64 with NaN and +-inf replaced by +inf."""
+    losses = losses.detach().to(torch.float64)
+    return torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+
+
+def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> State:
+    """Next state from ``candidates (N, D)`` (as returned by :func:`ask`) and ``losses (N,)``."""
+    p = config.popsize
+    expected = num_evaluations(state, config)
+    if candidates.shape[0] != expected or losses.shape != (expected,):
+        raise ValueError(
+            f"tell expects {expected} candidates and losses, got {tuple(candidates.shape)} "
+            f"and {tuple(losses.shape)}"
+        )
+    losses = sanitize(losses).to(state.losses.device)
+    best, best_loss = state.best, state.best_loss
+    if config.reevaluate:
+        best_loss, losses = losses[0], losses[1:]
+    parent_losses = _parent_losses(state, config, losses[:-p])
+    children, child_losses = candidates[-p:], losses[-p:]
+
+    success = float((child_losses < parent_losses).double().mean())
+    scale = state.sigma_scale * math.exp(
+        config.adapt_rate * (success - config.success_target) / (1.0 - config.success_target)
+    )
+    scale = min(max(scale, 1e-12), 1e12)
+
+    pool = torch.cat([state.population, children])
+    pool_losses = torch.cat([parent_losses, child_losses])
+    pool_groups = torch.cat([state.groups, p + torch.arange(p, device=state.groups.device)])
+    keep = torch.argsort(pool_losses, stable=True)[:p]
+    population, member_losses = pool[keep], pool_losses[keep]
+    groups = torch.unique(pool_groups[keep], return_inverse=True)[1]
+
+    if member_losses[0] < best_loss:
+        best, best_loss = population[0].clone(), member_losses[0]
+
+    radius, comp_size = math.nan, 0
+    if config.average:
+        population, member_losses, groups, radius, comp_size = _average_largest_component(
+            population, member_losses, groups, config
+        )
+    return State(
+        population=population,
+        losses=member_losses,
+        groups=groups,
+        best=best,
+        best_loss=best_loss,
+        sigma_scale=scale,
+        generation=state.generation + 1,
+        evaluations=state.evaluations + expected,
+        radius=radius,
+        component_size=comp_size,
+    )
+
+
+def _parent_losses(state: State, config: Config, rep_losses: Tensor) -> Tensor:
+    """Per-member parent losses ``(P,)``: measured representatives broadcast to groups."""
+    reps = _representatives(state, config)
+    losses = state.losses.clone()
+    group_loss = torch.full((state.groups.numel(),), math.nan, dtype=torch.float64, device=losses.device)
+    group_loss[state.groups[reps]] = rep_losses
+    measured = ~torch.isnan(group_loss[state.groups])
+    losses[measured] = group_loss[state.groups][measured]
+    return losses
+
+
+def _average_largest_component(
+    population: Tensor, losses: Tensor, groups: Tensor, config: Config
+) -> tuple[Tensor, Tensor, Tensor, float, int]:
+    """Replace the largest single-linkage component's members by their average.
+
+    The topology is built over the distinct points (one per group: clones of an earlier
+    average would otherwise add zero-length edges); a component's size counts every
+    member. The average is over the component's distinct points, which are in loss
+    order because the population is sorted by loss. Returns the new population, losses
+    (NaN for the averaged members: measured next generation), groups, the radius used
+    and the number of members replaced (0 when nothing was averaged).
+    """
+    reps = _first_of_each_group(groups)
+    points = population[reps]
+    tree = topology.minimum_spanning_tree(points)
+    if isinstance(config.radius, str):
+        radius = topology.auto_radius(tree.lengths, config.auto_rule, config.auto_quantile)
+    else:
+        radius = float(config.radius)
+    rep_labels = topology.components(points, radius, tree)
+    member_labels = rep_labels[_rep_position(groups, reps)]
+    members = topology.largest_component(member_labels, losses)
+    chosen = reps[rep_labels == member_labels[members[0]]]
+    if chosen.numel() < 2:
+        return population, losses, groups, radius, 0
+    weights = _component_weights(chosen.numel(), config.weighting, population)
+    average = weights @ population[chosen]
+    population = population.clone()
+    population[members] = average
+    losses = losses.clone()
+    losses[members] = math.nan
+    groups = groups.clone()
+    groups[members] = groups.max() + 1
+    groups = torch.unique(groups, return_inverse=True)[1]
+    return population, losses, groups, radius, int(members.numel())
+
+
+def _rep_position(groups: Tensor, reps: Tensor) -> Tensor:
+    """For each member ``(P,)``, the position in ``reps`` of its group's representative."""
+    position = torch.empty(int(groups.max()) + 1, dtype=torch.long, device=groups.device)
+    position[groups[reps]] = torch.arange(reps.numel(), device=groups.device)
+    return position[groups]
+
+
+def _component_weights(k: int, weighting: str, like: Tensor) -> Tensor:
+    """Averaging weights ``(k,)`` for loss-sorted members: uniform or log-rank (CMA-style)."""
+    if weighting == "uniform":
+        return torch.full((k,), 1.0 / k, dtype=like.dtype, device=like.device)
+    ranks = torch.arange(1, k + 1, dtype=torch.float64)
+    w = math.log(k + 0.5) - torch.log(ranks)
+    w = w.clamp_min(0.0)
+    return (w / w.sum()).to(dtype=like.dtype, device=like.device)
+
+
+def minimize(
+    f: Objective,
+    x0: Tensor,
+    sigma: float,
+    config: Config | None = None,
+    generations: int = 100,
+    seed: int = 0,
+) -> State:
+    """Minimise ``f: (N, D) -> (N,)`` from ``x0 (D,)`` for ``generations`` generations."""
+    config = config or Config()
+    generator = torch.Generator().manual_seed(seed)
+    state = init(x0, config)
+    for _ in range(generations):
+        candidates = ask(state, config, sigma, generator)
+        state = tell(state, config, candidates, f(candidates))
+    return state
