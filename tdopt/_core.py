@@ -25,8 +25,9 @@ never the incumbent.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -63,8 +64,10 @@ class Config:
         if isinstance(self.radius, str):
             if self.radius != "auto":
                 raise ValueError(f"radius must be a positive float or 'auto', got {self.radius!r}")
-        elif isinstance(self.radius, bool) or not isinstance(self.radius, (int, float)) or not (
-            0 < self.radius < math.inf
+        elif (
+            isinstance(self.radius, bool)
+            or not isinstance(self.radius, (int, float))
+            or not (0 < self.radius < math.inf)
         ):
             raise ValueError(f"radius must be a positive finite float or 'auto', got {self.radius!r}")
         if self.auto_rule not in RADIUS_RULES:
@@ -176,8 +179,7 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> St
     expected = num_evaluations(state, config)
     if candidates.shape[0] != expected or losses.shape != (expected,):
         raise ValueError(
-            f"tell expects {expected} candidates and losses, got {tuple(candidates.shape)} "
-            f"and {tuple(losses.shape)}"
+            f"tell expects {expected} candidates and losses, got {tuple(candidates.shape)} and {tuple(losses.shape)}"
         )
     losses = sanitize(losses).to(state.losses.device)
     best, best_loss = state.best, state.best_loss

@@ -8,7 +8,7 @@ is also an ordinary closure (the loss of the model's current weights).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -63,9 +63,7 @@ class PopulationLoss:
             else:
                 fixed[name] = p.detach()
         if by_id:
-            raise ValueError(
-                "PopulationLoss: the optimizer trains parameters that are not in its model"
-            )
+            raise ValueError("PopulationLoss: the optimizer trains parameters that are not in its model")
         fixed.update(dict(self.model.named_buffers()))
 
         def one_member(member: dict[str, Tensor]) -> Tensor:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Iterable, Union
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +23,7 @@ from .functional import PopulationLoss
 
 __all__ = ["TDOpt"]
 
-Closure = Union[Callable[[], Any], PopulationLoss]
+Closure = Callable[[], Any] | PopulationLoss
 
 # Keys that configure the whole population, so every param group must agree on them.
 _GLOBAL_KEYS = (
@@ -60,14 +61,14 @@ class _Layout:
 
     def write(self, vector: Tensor) -> None:
         """Copy ``vector (D,)`` into the parameters."""
-        for view, chunk in zip(self.real_views, vector.split(self.numels)):
+        for view, chunk in zip(self.real_views, vector.split(self.numels), strict=True):
             view.copy_(chunk.view_as(view))
 
     def unflatten_batch(self, batch: Tensor) -> dict[Tensor, Tensor]:
         """Rows of ``batch (N, D)`` as ``{param: (N, *param.shape)}`` in param dtypes."""
         n = batch.shape[0]
         out: dict[Tensor, Tensor] = {}
-        for p, view, chunk in zip(self.params, self.real_views, batch.split(self.numels, dim=1)):
+        for p, view, chunk in zip(self.params, self.real_views, batch.split(self.numels, dim=1), strict=True):
             values = chunk.reshape(n, *view.shape).to(view.dtype)
             out[p] = torch.view_as_complex(values.contiguous()) if p.is_complex() else values
         return out
@@ -75,7 +76,10 @@ class _Layout:
     def per_coordinate(self, values: list[float]) -> Tensor:
         """Expand one value per parameter into a ``(D,)`` vector."""
         return torch.cat(
-            [torch.full((n,), float(v), dtype=self.dtype, device=self.device) for n, v in zip(self.numels, values)]
+            [
+                torch.full((n,), float(v), dtype=self.dtype, device=self.device)
+                for n, v in zip(self.numels, values, strict=True)
+            ]
         )
 
 

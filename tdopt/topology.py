@@ -126,7 +126,7 @@ def _labels_from_edges(n: int, sources: Tensor, targets: Tensor) -> Tensor:
             i = root[i]
         return i
 
-    for a, b in zip(sources.tolist(), targets.tolist()):
+    for a, b in zip(sources.tolist(), targets.tolist(), strict=True):
         ra, rb = find(a), find(b)
         if ra != rb:
             root[max(ra, rb)] = min(ra, rb)
@@ -136,9 +136,7 @@ def _labels_from_edges(n: int, sources: Tensor, targets: Tensor) -> Tensor:
     return torch.tensor(labels, dtype=torch.long, device=sources.device)
 
 
-def components(
-    points: Tensor, radius: float, tree: SpanningTree | None = None
-) -> Tensor:
+def components(points: Tensor, radius: float, tree: SpanningTree | None = None) -> Tensor:
     """Single-linkage component labels ``(P,)`` at ``radius`` (edge where distance <= r).
 
     Labels are numbered 0, 1, ... in order of each component's smallest point index.
