@@ -39,6 +39,8 @@ __all__ = ["Config", "State", "init", "ask", "tell", "minimize", "num_evaluation
 Objective = Callable[[Tensor], Tensor]
 RADIUS_RULES = ("quantile", "gap")
 WEIGHTINGS = ("uniform", "rank")
+REPLACE_RULES = ("all", "worse-half", "worst")
+MODES = ("population", "centre")
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,13 @@ class Config:
     auto_rule: str = "quantile"
     auto_quantile: float = 0.5
     average: bool = True
-    weighting: str = "uniform"
+    weighting: str = "rank"
     antithetic: bool = False
     reevaluate: bool = False
     success_target: float = 0.2
-    adapt_rate: float = 0.5
+    adapt_rate: float = 1.0
+    replace: str = "all"
+    mode: str = "centre"
 
     def __post_init__(self) -> None:
         if isinstance(self.popsize, bool) or not isinstance(self.popsize, int) or self.popsize < 2:
@@ -76,6 +80,10 @@ class Config:
             raise ValueError(f"auto_quantile must be in [0, 1], got {self.auto_quantile!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.replace not in REPLACE_RULES:
+            raise ValueError(f"replace must be one of {REPLACE_RULES}, got {self.replace!r}")
         if not 0.0 < self.success_target < 1.0:
             raise ValueError(f"success_target must be in (0, 1), got {self.success_target!r}")
         if not 0.0 <= self.adapt_rate < math.inf:
@@ -88,7 +96,9 @@ class State(NamedTuple):
     population (P, D); losses (P,) float64, NaN where not yet evaluated; groups (P,)
     int64, equal ids mark identical members (evaluated once); best (D,); best_loss ()
     float64 (+inf until a finite loss is seen); sigma_scale: multiplier of the base step
-    size adapted by the success rule; radius and component_size: last topology step.
+    size adapted by the success rule; radius and component_size: last topology step;
+    centre (D,) and path (D,): search centre and step-size evolution path (``"centre"``
+    mode only).
     """
 
     population: Tensor
@@ -101,6 +111,8 @@ class State(NamedTuple):
     evaluations: int
     radius: float
     component_size: int
+    centre: Tensor
+    path: Tensor
 
 
 def init(x0: Tensor, config: Config) -> State:
@@ -121,12 +133,16 @@ def init(x0: Tensor, config: Config) -> State:
         evaluations=0,
         radius=math.nan,
         component_size=0,
+        centre=x0.detach().clone(),
+        path=torch.zeros_like(x0),
     )
 
 
 def _representatives(state: State, config: Config) -> Tensor:
     """Indices of the members whose losses the next candidates re-measure (one per group)."""
     first = _first_of_each_group(state.groups)
+    if config.mode == "centre":
+        return first[:0]
     if config.reevaluate:
         return first
     return first[torch.isnan(state.losses[first])]
@@ -141,13 +157,23 @@ def _first_of_each_group(groups: Tensor) -> Tensor:
     return torch.unique(first[first < p])
 
 
+def _measures_incumbent(state: State, config: Config) -> bool:
+    """Whether the candidates start with the incumbent: when re-evaluating, and in
+    ``"centre"`` mode on the first step (the initial point is measured once, so the
+    parameters never end up worse than they started)."""
+    return config.reevaluate or (config.mode == "centre" and state.generation == 0)
+
+
 def num_evaluations(state: State, config: Config) -> int:
     """Rows :func:`ask` returns for this state (loss evaluations this generation)."""
-    return int(config.reevaluate) + _representatives(state, config).numel() + config.popsize
+    return int(_measures_incumbent(state, config)) + _representatives(state, config).numel() + config.popsize
 
 
 def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Generator) -> Tensor:
-    """Candidates ``(N, D)`` to evaluate: [incumbent if reevaluate] + parents + children.
+    """Candidates ``(N, D)`` to evaluate: [incumbent] + parents + children.
+
+    In ``"centre"`` mode the children are mutations of the search centre and no parent
+    is re-measured (comma selection).
 
     ``sigma``: scalar or ``(D,)`` base step size (multiplied by ``state.sigma_scale``).
     Noise is drawn on the generator's device (CPU by default) then moved, so a seed gives
@@ -161,8 +187,9 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
     if config.antithetic:
         noise = torch.stack([noise, -noise], dim=1).reshape(p, d)
     step = torch.as_tensor(sigma, dtype=pop.dtype, device=pop.device) * state.sigma_scale
-    children = pop + step * noise
-    rows = [state.best[None]] if config.reevaluate else []
+    parents = state.centre[None] if config.mode == "centre" else pop
+    children = parents + step * noise
+    rows = [state.best[None]] if _measures_incumbent(state, config) else []
     rows += [pop[_representatives(state, config)], children]
     return torch.cat(rows, dim=0)
 
@@ -173,26 +200,37 @@ def sanitize(losses: Tensor) -> Tensor:
     return torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
 
 
-def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> State:
-    """Next state from ``candidates (N, D)`` (as returned by :func:`ask`) and ``losses (N,)``."""
-    p = config.popsize
+def tell(state: State, config: Config, candidates: Tensor, losses: Tensor, sigma: Tensor | float = 1.0) -> State:
+    """Next state from ``candidates (N, D)`` (as returned by :func:`ask`) and ``losses (N,)``.
+
+    ``sigma`` must be the value given to :func:`ask` (``"centre"`` mode uses it for the
+    step-size path).
+    """
     expected = num_evaluations(state, config)
     if candidates.shape[0] != expected or losses.shape != (expected,):
         raise ValueError(
             f"tell expects {expected} candidates and losses, got {tuple(candidates.shape)} and {tuple(losses.shape)}"
         )
     losses = sanitize(losses).to(state.losses.device)
-    best, best_loss = state.best, state.best_loss
-    if config.reevaluate:
+    best_loss = state.best_loss
+    if _measures_incumbent(state, config):
         best_loss, losses = losses[0], losses[1:]
-    parent_losses = _parent_losses(state, config, losses[:-p])
-    children, child_losses = candidates[-p:], losses[-p:]
+    state = state._replace(best_loss=best_loss, evaluations=state.evaluations + expected)
+    if config.mode == "centre":
+        state = _tell_centre(state, config, candidates[-config.popsize :], losses, sigma)
+    else:
+        state = _tell_population(state, config, candidates[-config.popsize :], losses)
+    return state._replace(generation=state.generation + 1)
 
+
+def _tell_population(state: State, config: Config, children: Tensor, losses: Tensor) -> State:
+    """(P + P) selection, success-rule step size, then the largest component's average."""
+    p = config.popsize
+    parent_losses = _parent_losses(state, config, losses[:-p])
+    child_losses = losses[-p:]
     success = float((child_losses < parent_losses).double().mean())
-    scale = state.sigma_scale * math.exp(
-        config.adapt_rate * (success - config.success_target) / (1.0 - config.success_target)
-    )
-    scale = min(max(scale, 1e-12), 1e12)
+    exponent = 0.5 * config.adapt_rate * (success - config.success_target) / (1.0 - config.success_target)
+    scale = min(max(state.sigma_scale * math.exp(exponent), 1e-12), 1e12)
 
     pool = torch.cat([state.population, children])
     pool_losses = torch.cat([parent_losses, child_losses])
@@ -200,27 +238,77 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> St
     keep = torch.argsort(pool_losses, stable=True)[:p]
     population, member_losses = pool[keep], pool_losses[keep]
     groups = torch.unique(pool_groups[keep], return_inverse=True)[1]
-
-    if member_losses[0] < best_loss:
-        best, best_loss = population[0].clone(), member_losses[0]
+    best, best_loss = _update_incumbent(state, population[0], member_losses[0])
 
     radius, comp_size = math.nan, 0
     if config.average:
         population, member_losses, groups, radius, comp_size = _average_largest_component(
             population, member_losses, groups, config
         )
-    return State(
+    return state._replace(
         population=population,
         losses=member_losses,
         groups=groups,
         best=best,
         best_loss=best_loss,
         sigma_scale=scale,
-        generation=state.generation + 1,
-        evaluations=state.evaluations + expected,
         radius=radius,
         component_size=comp_size,
     )
+
+
+def _update_incumbent(state: State, candidate: Tensor, loss: Tensor) -> tuple[Tensor, Tensor]:
+    """The incumbent after seeing ``candidate``: replaced only when strictly better."""
+    if loss < state.best_loss:
+        return candidate.clone(), loss
+    return state.best, state.best_loss
+
+
+def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor, sigma: Tensor | float) -> State:
+    """Comma selection of the better half; the largest component's average is the new centre.
+
+    Step size by cumulative step-size adaptation (CSA) on the centre's normalised move.
+    """
+    p, d = children.shape
+    order = torch.argsort(losses, stable=True)
+    selected, selected_losses = children[order[: p // 2]], losses[order[: p // 2]]
+    best, best_loss = _update_incumbent(state, selected[0], selected_losses[0])
+
+    radius, members = math.nan, torch.zeros(1, dtype=torch.long, device=children.device)
+    if config.average:
+        tree = topology.minimum_spanning_tree(selected)
+        radius = _radius(tree, config)
+        labels = topology.components(selected, radius, tree)
+        members = topology.largest_component(labels, selected_losses)
+    weights = _component_weights(members.numel(), config.weighting, children)
+    centre = weights @ selected[members]
+
+    step = torch.as_tensor(sigma, dtype=children.dtype, device=children.device) * state.sigma_scale
+    mu_eff = 1.0 / float((weights.double() ** 2).sum())
+    c = (mu_eff + 2.0) / (d + mu_eff + 5.0)
+    damping = 1.0 + c + 2.0 * max(0.0, math.sqrt((mu_eff - 1.0) / (d + 1.0)) - 1.0)
+    path = (1.0 - c) * state.path + math.sqrt(c * (2.0 - c) * mu_eff) * (centre - state.centre) / step
+    chi_d = math.sqrt(d) * (1.0 - 1.0 / (4.0 * d) + 1.0 / (21.0 * d * d))
+    exponent = config.adapt_rate * (c / damping) * (float(path.norm()) / chi_d - 1.0)
+    scale = min(max(state.sigma_scale * math.exp(exponent), 1e-12), 1e12)
+    return state._replace(
+        population=children[order],
+        losses=losses[order],
+        best=best,
+        best_loss=best_loss,
+        sigma_scale=scale,
+        radius=radius,
+        component_size=int(members.numel()) if config.average else 0,
+        centre=centre,
+        path=path,
+    )
+
+
+def _radius(tree: topology.SpanningTree, config: Config) -> float:
+    """The configured radius, or the ``"auto"`` rule applied to the tree's death times."""
+    if isinstance(config.radius, str):
+        return topology.auto_radius(tree.lengths, config.auto_rule, config.auto_quantile)
+    return float(config.radius)
 
 
 def _parent_losses(state: State, config: Config, rep_losses: Tensor) -> Tensor:
@@ -249,10 +337,7 @@ def _average_largest_component(
     reps = _first_of_each_group(groups)
     points = population[reps]
     tree = topology.minimum_spanning_tree(points)
-    if isinstance(config.radius, str):
-        radius = topology.auto_radius(tree.lengths, config.auto_rule, config.auto_quantile)
-    else:
-        radius = float(config.radius)
+    radius = _radius(tree, config)
     rep_labels = topology.components(points, radius, tree)
     member_labels = rep_labels[_rep_position(groups, reps)]
     members = topology.largest_component(member_labels, losses)
@@ -261,6 +346,7 @@ def _average_largest_component(
         return population, losses, groups, radius, 0
     weights = _component_weights(chosen.numel(), config.weighting, population)
     average = weights @ population[chosen]
+    members = _members_to_replace(members, config.replace)
     population = population.clone()
     population[members] = average
     losses = losses.clone()
@@ -269,6 +355,15 @@ def _average_largest_component(
     groups[members] = groups.max() + 1
     groups = torch.unique(groups, return_inverse=True)[1]
     return population, losses, groups, radius, int(members.numel())
+
+
+def _members_to_replace(members: Tensor, rule: str) -> Tensor:
+    """Which of a component's loss-sorted ``members`` take the average."""
+    if rule == "all":
+        return members
+    if rule == "worse-half":
+        return members[members.numel() // 2 :]
+    return members[-1:]
 
 
 def _rep_position(groups: Tensor, reps: Tensor) -> Tensor:
@@ -302,5 +397,5 @@ def minimize(
     state = init(x0, config)
     for _ in range(generations):
         candidates = ask(state, config, sigma, generator)
-        state = tell(state, config, candidates, f(candidates))
+        state = tell(state, config, candidates, f(candidates), sigma)
     return state

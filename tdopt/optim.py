@@ -37,6 +37,8 @@ _GLOBAL_KEYS = (
     "reevaluate",
     "success_target",
     "adapt_rate",
+    "replace",
+    "mode",
     "seed",
 )
 
@@ -140,6 +142,8 @@ class TDOpt(Optimizer):
         reevaluate: re-measure parents and the incumbent every step (minibatch closures).
         success_target: success rate the step-size rule aims for.
         adapt_rate: step-size adaptation speed (0 keeps sigma = lr).
+        replace: which members of the component take the average: ``"all"`` (the
+            literal rule), ``"worse-half"`` or ``"worst"`` (the average as one new member).
         seed: seed of the optimizer's private generator (``None``: drawn once from torch's
             global generator at construction).
     """
@@ -154,11 +158,13 @@ class TDOpt(Optimizer):
         auto_rule: str = "quantile",
         auto_quantile: float = 0.5,
         average: bool = True,
-        weighting: str = "uniform",
+        weighting: str = "rank",
         antithetic: bool = False,
         reevaluate: bool = False,
         success_target: float = 0.2,
-        adapt_rate: float = 0.5,
+        adapt_rate: float = 1.0,
+        replace: str = "all",
+        mode: str = "centre",
         seed: int | None = None,
     ) -> None:
         _validate_lr(lr)
@@ -178,6 +184,8 @@ class TDOpt(Optimizer):
             reevaluate=reevaluate,
             success_target=success_target,
             adapt_rate=adapt_rate,
+            replace=replace,
+            mode=mode,
             seed=seed,
         )
         self._make_config(defaults)  # validates the hyperparameters
@@ -264,12 +272,13 @@ class TDOpt(Optimizer):
         layout = self._layout()
         config = self._make_config(self.defaults)
         state, generator = self._core_state(layout, config)
-        candidates = _core.ask(state, config, self._sigma(layout), generator)
+        sigma = self._sigma(layout)
+        candidates = _core.ask(state, config, sigma, generator)
         try:
             losses = self._evaluate(candidates, closure, layout)
         finally:
             layout.write(state.best)
-        state = _core.tell(state, config, candidates, losses)
+        state = _core.tell(state, config, candidates, losses, sigma)
         self._save_core_state(layout, state, generator)
         layout.write(state.best)
         if not torch.isfinite(state.best_loss):
