@@ -146,6 +146,12 @@ class TDOpt(Optimizer):
             literal rule), ``"worse-half"`` or ``"worst"`` (the average as one new member).
         seed: seed of the optimizer's private generator (``None``: drawn once from torch's
             global generator at construction).
+        process_group: ``None``: evaluate the population across the ranks of
+            torch.distributed's default group when it is initialised (``torchrun``);
+            a ``ProcessGroup``: across that group; ``False``: never. See
+            :mod:`tdopt.distributed` (same seed on every rank; only losses travel).
+        dist_timeout: seconds a rank waits for the others' losses before raising
+            (``None``: the process group's timeout).
     """
 
     def __init__(
@@ -166,6 +172,8 @@ class TDOpt(Optimizer):
         replace: str = "all",
         mode: str = "centre",
         seed: int | None = None,
+        process_group: Any = None,
+        dist_timeout: float | None = None,
     ) -> None:
         _validate_lr(lr)
         if seed is None:
@@ -189,6 +197,10 @@ class TDOpt(Optimizer):
             seed=seed,
         )
         self._make_config(defaults)  # validates the hyperparameters
+        from . import distributed  # not in defaults: a ProcessGroup is no state_dict entry
+
+        self._process_group = distributed.check_process_group(process_group)
+        self._dist_timeout = distributed.check_timeout(dist_timeout)
         super().__init__(params, defaults)
         if not self._trainable_params():
             raise ValueError("TDOpt got no trainable parameters (all have requires_grad=False)")
@@ -290,16 +302,38 @@ class TDOpt(Optimizer):
         return state.best_loss.detach().cpu().clone()
 
     def _evaluate(self, candidates: Tensor, closure: Closure, layout: _Layout) -> Tensor:
-        """Losses ``(N,)`` of ``candidates (N, D)``: one vmap call, or the closure per row."""
-        if isinstance(closure, PopulationLoss):
-            losses = closure.evaluate(layout.unflatten_batch(candidates))
-            return losses.detach().to(torch.float64)
-        values = []
-        for row in candidates:
-            layout.write(row)
-            with torch.enable_grad():
-                values.append(_loss_value(closure()))
-        return torch.tensor(values, dtype=torch.float64)
+        """Losses ``(N,)`` of ``candidates (N, D)``: one vmap call, or the closure per row.
+
+        Under torch.distributed each rank evaluates its slice of the rows and the ranks
+        all-gather the losses (:mod:`tdopt.distributed`).
+        """
+        from . import distributed
+
+        def evaluate_rows(rows: Tensor) -> Tensor:
+            if isinstance(closure, PopulationLoss):
+                losses = closure.evaluate(layout.unflatten_batch(rows))
+                return losses.detach().to(torch.float64)
+            values = []
+            for row in rows:
+                layout.write(row)
+                with torch.enable_grad():
+                    values.append(_loss_value(closure()))
+            return torch.tensor(values, dtype=torch.float64)
+
+        group = distributed.resolve_group(getattr(self, "_process_group", None))
+        if group is None:
+            return evaluate_rows(candidates)
+        return distributed.evaluate(
+            candidates,
+            evaluate_rows,
+            group=group,
+            popsize=self.defaults["popsize"],
+            seed=self.defaults["seed"],
+            incumbent=layout.flatten,
+            timeout=getattr(self, "_dist_timeout", None),
+            owner=self,
+            generation=self.generation,
+        )
 
     # ----------------------------------------------------------------- counters
     def _counter(self, name: str, default: Any) -> Any:
