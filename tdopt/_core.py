@@ -4,19 +4,23 @@ One generation is ``candidates = ask(...)``, ``losses = f(candidates)``,
 ``state = tell(...)``. It minimises any black-box ``f: (N, D) -> (N,)``; the
 ``torch.optim`` adapter in :mod:`tdopt.optim` is a thin layer over these functions.
 
-Algorithm ("largest-component consensus ES"), population ``X (P, D)``:
+Algorithm ("largest-component consensus ES"), default ``mode="centre"``:
 
-1. propose: each member ``x_i`` gets a child ``x_i + sigma * eps_i`` (antithetic pairs
-   ``+eps, -eps`` optional);
-2. evaluate the children, plus every parent whose loss is unknown (an averaged point),
-   or every parent and the incumbent when ``reevaluate=True`` (minibatch objectives:
-   parents and children are then compared on the same batch);
-3. select ``(P + P)``: the best ``P`` of parents and children survive (ties keep parents);
-4. topology: single-linkage graph at radius ``r`` over the survivors; the largest
-   connected component's members are replaced by their (uniform or rank-weighted)
-   average, whose loss is evaluated with the next generation's candidates;
-5. adapt ``sigma`` by the success rule (fraction of children beating their parent vs
-   ``success_target``) and replace the incumbent only by a strictly better point.
+1. propose: ``P`` children ``centre + sigma * eps`` (antithetic pairs ``+eps, -eps``
+   optional); the previous step's consensus point replaces the first child;
+2. evaluate the children (plus the incumbent on the first step, or every step when
+   ``reevaluate=True``);
+3. select the better half (comma selection: no stale loss ever decides);
+4. topology: single-linkage graph at radius ``r`` over the selected; the largest connected
+   component's (uniform or rank-weighted) average is the consensus point, proposed as a
+   candidate next step (``consensus="candidate"``) or taken as the next centre
+   (``consensus="centre"``); the best selected child is the next centre otherwise;
+5. adapt ``sigma`` by cumulative step-size adaptation (CSA) and replace the incumbent only
+   by a strictly better point.
+
+``mode="population"`` is the literal rule: a ``(P + P)`` population in which each member
+has one child, the best ``P`` survive, the largest component's members are replaced by
+their average (measured with the next generation), and sigma follows the success rule.
 
 Losses that are NaN or +-inf are treated as +inf: never selected over a finite loss and
 never the incumbent.
@@ -41,24 +45,26 @@ RADIUS_RULES = ("quantile", "gap")
 WEIGHTINGS = ("uniform", "rank")
 REPLACE_RULES = ("all", "worse-half", "worst")
 MODES = ("population", "centre")
+CONSENSUS_RULES = ("centre", "candidate")
 
 
 @dataclass(frozen=True)
 class Config:
     """Hyperparameters shared by every generation (validated on construction)."""
 
-    popsize: int = 16
+    popsize: int = 8
     radius: float | str = "auto"
     auto_rule: str = "quantile"
     auto_quantile: float = 0.5
     average: bool = True
-    weighting: str = "rank"
+    weighting: str = "uniform"
     antithetic: bool = False
     reevaluate: bool = False
     success_target: float = 0.2
     adapt_rate: float = 1.0
     replace: str = "all"
     mode: str = "centre"
+    consensus: str = "candidate"
 
     def __post_init__(self) -> None:
         if isinstance(self.popsize, bool) or not isinstance(self.popsize, int) or self.popsize < 2:
@@ -80,6 +86,8 @@ class Config:
             raise ValueError(f"auto_quantile must be in [0, 1], got {self.auto_quantile!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.consensus not in CONSENSUS_RULES:
+            raise ValueError(f"consensus must be one of {CONSENSUS_RULES}, got {self.consensus!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.replace not in REPLACE_RULES:
@@ -113,6 +121,7 @@ class State(NamedTuple):
     component_size: int
     centre: Tensor
     path: Tensor
+    consensus: Tensor
 
 
 def init(x0: Tensor, config: Config) -> State:
@@ -135,6 +144,7 @@ def init(x0: Tensor, config: Config) -> State:
         component_size=0,
         centre=x0.detach().clone(),
         path=torch.zeros_like(x0),
+        consensus=torch.full_like(x0, math.nan),
     )
 
 
@@ -189,6 +199,8 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
     step = torch.as_tensor(sigma, dtype=pop.dtype, device=pop.device) * state.sigma_scale
     parents = state.centre[None] if config.mode == "centre" else pop
     children = parents + step * noise
+    if config.mode == "centre" and not torch.isnan(state.consensus).any():
+        children[0] = state.consensus
     rows = [state.best[None]] if _measures_incumbent(state, config) else []
     rows += [pop[_representatives(state, config)], children]
     return torch.cat(rows, dim=0)
@@ -281,7 +293,11 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
         labels = topology.components(selected, radius, tree)
         members = topology.largest_component(labels, selected_losses)
     weights = _component_weights(members.numel(), config.weighting, children)
-    centre = weights @ selected[members]
+    consensus = weights @ selected[members]
+    centre = consensus
+    if config.consensus == "candidate":
+        centre, consensus = selected[0], (consensus if members.numel() > 1 else torch.full_like(consensus, math.nan))
+        weights = weights[:1] / weights[:1]
 
     step = torch.as_tensor(sigma, dtype=children.dtype, device=children.device) * state.sigma_scale
     mu_eff = 1.0 / float((weights.double() ** 2).sum())
@@ -301,6 +317,7 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
         component_size=int(members.numel()) if config.average else 0,
         centre=centre,
         path=path,
+        consensus=consensus if config.consensus == "candidate" else state.consensus,
     )
 
 

@@ -39,6 +39,7 @@ _GLOBAL_KEYS = (
     "adapt_rate",
     "replace",
     "mode",
+    "consensus",
     "seed",
 )
 
@@ -117,16 +118,21 @@ def _validate_lr(lr: float | Tensor) -> None:
 class TDOpt(Optimizer):
     """Largest-component consensus evolution strategy, as a ``torch.optim`` optimizer.
 
-    Each :meth:`step` runs one generation of :mod:`tdopt._core`: Gaussian mutations of a
-    population of ``popsize`` weight vectors, no-gradient evaluation, ``(P + P)``
-    selection, then the members of the largest single-linkage component at ``radius``
-    are replaced by their average. The parameters then hold the incumbent and ``step``
-    returns its loss (a 0-d float64 tensor).
+    Each :meth:`step` runs one generation of :mod:`tdopt._core` (default ``mode="centre"``):
+    ``popsize`` Gaussian mutations of the search centre are evaluated without gradients, the
+    better half is selected, the largest single-linkage component at ``radius`` among the
+    selected is averaged, and that consensus point joins the next generation as a candidate
+    (``consensus="candidate"``; ``"centre"`` makes it the next centre directly). The best
+    child becomes the centre; sigma follows cumulative step-size adaptation. The parameters
+    then hold the incumbent (replaced only by a strictly better point) and ``step`` returns
+    its loss (a 0-d float64 tensor).
 
-    Loss evaluations per step: ``popsize`` children + 1 for the averaged point of the
-    previous step (``popsize + 1`` on the first step as well: the initial point). With
-    ``reevaluate=True`` (minibatch closures): ``popsize`` + every distinct parent + the
-    incumbent, so parents and children are compared on the same batch.
+    Loss evaluations per step (``mode="centre"``): ``popsize``, plus 1 on the first step
+    (the initial point) and 1 every step with ``reevaluate=True``. ``mode="population"``
+    (the literal rule: a ``(P + P)`` population whose largest component's members are
+    replaced by their average): ``popsize`` + 1 (the average); with ``reevaluate=True``
+    also every distinct parent and the incumbent, so parents and children are compared on
+    the same batch.
 
     Args:
         params: parameters or param groups. Only ``lr`` may differ between groups.
@@ -136,14 +142,17 @@ class TDOpt(Optimizer):
             (MST edge lengths) of the population by ``auto_rule``.
         auto_rule: ``"quantile"`` (the ``auto_quantile`` of the death times) or ``"gap"``.
         auto_quantile: quantile used by the ``"quantile"`` rule.
-        average: ``False`` switches the averaging off (the ablation: a plain (P+P)-ES).
+        average: ``False`` switches the averaging off (the ablation: the same engine
+            without the consensus point).
         weighting: ``"uniform"`` or ``"rank"`` (log-rank weights by loss) averaging.
         antithetic: mirrored mutations ``+eps, -eps`` for member pairs (even popsize).
         reevaluate: re-measure parents and the incumbent every step (minibatch closures).
-        success_target: success rate the step-size rule aims for.
+        success_target: success rate the step-size rule aims for (``"population"`` mode).
         adapt_rate: step-size adaptation speed (0 keeps sigma = lr).
         replace: which members of the component take the average: ``"all"`` (the
-            literal rule), ``"worse-half"`` or ``"worst"`` (the average as one new member).
+            literal rule), ``"worse-half"`` or ``"worst"`` (``"population"`` mode).
+        mode: ``"centre"`` (default) or ``"population"`` (see above).
+        consensus: ``"candidate"`` (default) or ``"centre"`` (``"centre"`` mode).
         seed: seed of the optimizer's private generator (``None``: drawn once from torch's
             global generator at construction).
         process_group: ``None``: evaluate the population across the ranks of
@@ -157,20 +166,21 @@ class TDOpt(Optimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float | Tensor = 0.1,
-        popsize: int = 16,
+        lr: float | Tensor = 0.3,
+        popsize: int = 8,
         radius: float | str = "auto",
         *,
         auto_rule: str = "quantile",
         auto_quantile: float = 0.5,
         average: bool = True,
-        weighting: str = "rank",
+        weighting: str = "uniform",
         antithetic: bool = False,
         reevaluate: bool = False,
         success_target: float = 0.2,
         adapt_rate: float = 1.0,
         replace: str = "all",
         mode: str = "centre",
+        consensus: str = "candidate",
         seed: int | None = None,
         process_group: Any = None,
         dist_timeout: float | None = None,
@@ -194,6 +204,7 @@ class TDOpt(Optimizer):
             adapt_rate=adapt_rate,
             replace=replace,
             mode=mode,
+            consensus=consensus,
             seed=seed,
         )
         self._make_config(defaults)  # validates the hyperparameters

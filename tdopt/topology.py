@@ -1,9 +1,13 @@
 """Single-linkage topology of a point cloud: distances, MST, H0 persistence, components.
 
 Pure tensor functions (CPU or CUDA, float32/float64). Nothing of size ``P x P x D`` is
-ever allocated: distances use the Gram-matrix form, the MST is Prim's algorithm on the
-dense ``P x P`` distance matrix, and the MST edge lengths are then recomputed exactly
-from the points, so H0 death times match scipy's single linkage to float precision.
+ever allocated: distances use the Gram-matrix form on the points' device, accumulated in
+float64 over slices of the coordinates (extra memory ``O(P^2 + P * min(D, 2^22 / P))``,
+not a float64 copy of the points); the MST is Prim's algorithm on the dense ``P x P``
+matrix, run in NumPy on the CPU (``O(P^2)`` work with one Python iteration per point, not
+per pair: the matrix is small next to the points, and a GPU loop would synchronise once
+per point); the MST edge lengths are then recomputed exactly from the points, so H0
+death times match scipy's single linkage to float precision.
 
 Single-linkage clusters at radius ``r`` (points joined when their distance is ``<= r``,
 transitively) are exactly the connected components of the MST with edges longer than
@@ -12,8 +16,11 @@ transitively) are exactly the connected components of the MST with edges longer 
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,20 +54,92 @@ def _check_points(points: Tensor) -> None:
         raise ValueError(f"points must be floating point, got {points.dtype}")
 
 
+# Elements of float64 work space per slice of the points (32 MiB): bounds the extra memory
+# of the Gram matrix and of the exact edge lengths for any D.
+_SLICE_ELEMENTS = 1 << 22
+
+
+def _centred_gram(points: Tensor) -> Tensor:
+    """Gram matrix ``(P, P)`` of the centred points, in float64, on the points' device.
+
+    Centring keeps the cancellation error of ``|a|^2 + |b|^2 - 2 a.b`` small. The
+    coordinates are processed in slices of at most ``2^22 / P`` columns, so no float64
+    copy of the whole ``(P, D)`` array is made.
+    """
+    p, d = points.shape
+    step = max(1, _SLICE_ELEMENTS // max(p, 1))
+    gram = None
+    for start in range(0, d, step):
+        block = points[:, start : start + step] if d > step else points
+        block = block.to(torch.float64)  # a copy, or the points themselves when already float64
+        centred = block - block.mean(dim=0, keepdim=True)
+        gram = centred @ centred.T if gram is None else gram.addmm_(centred, centred.T)
+    return gram
+
+
+def _squared_from_gram(gram: Tensor | np.ndarray):
+    """Squared distances from a Gram matrix (in place; torch or NumPy), diagonal exactly 0."""
+    sq_norms = gram.diagonal().copy() if isinstance(gram, np.ndarray) else torch.diagonal(gram).clone()
+    gram *= -2.0
+    gram += sq_norms[:, None]
+    gram += sq_norms[None, :]
+    if isinstance(gram, np.ndarray):
+        np.maximum(gram, 0.0, out=gram)
+        np.fill_diagonal(gram, 0.0)
+    else:
+        gram.clamp_min_(0.0).fill_diagonal_(0.0)
+    return gram
+
+
 def pairwise_distances(points: Tensor) -> Tensor:
     """Euclidean distances ``(P, P)`` of ``points (P, D)`` by the Gram-matrix form.
 
     The points are centred and the Gram matrix is taken in float64, which keeps the
     cancellation error of ``|a|^2 + |b|^2 - 2 a.b`` small; the diagonal is exactly 0.
-    Memory: ``O(P * D + P^2)``.
+    Memory: ``O(P^2)`` beyond the points (the coordinates are processed in slices).
     """
     _check_points(points)
-    centred = (points - points.mean(dim=0, keepdim=True)).double()
-    sq_norms = centred.pow(2).sum(dim=1)
-    gram = centred @ centred.T
-    sq = (sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram).clamp_min_(0.0)
-    sq.fill_diagonal_(0.0)
-    return sq.sqrt_().to(points.dtype)
+    return _squared_from_gram(_centred_gram(points)).sqrt_().to(points.dtype)
+
+
+def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prim's MST of the dense symmetric ``(n, n)`` matrix ``sq``; edges in insertion order.
+
+    One NumPy pass over a row per added point (``O(n^2)`` in all). Ties go to the smallest
+    index (``argmin``), and a point's parent changes only for a strictly shorter edge.
+    """
+    n = sq.shape[0]
+    best = sq[0].copy()
+    best[0] = np.inf
+    parent = np.zeros(n, dtype=np.int64)
+    outside = np.ones(n, dtype=bool)
+    outside[0] = False
+    closer = np.empty(n, dtype=bool)
+    sources = np.empty(n - 1, dtype=np.int64)
+    targets = np.empty(n - 1, dtype=np.int64)
+    for k in range(n - 1):
+        nxt = int(best.argmin())
+        sources[k] = parent[nxt]
+        targets[k] = nxt
+        best[nxt] = np.inf
+        outside[nxt] = False
+        row = sq[nxt]
+        np.less(row, best, out=closer)
+        closer &= outside
+        np.copyto(best, row, where=closer)
+        np.copyto(parent, nxt, where=closer)
+    return sources, targets
+
+
+def _edge_lengths(points: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """``|x_lo - x_hi|`` per edge, in the points' dtype, a slice of edges at a time."""
+    rows = max(1, _SLICE_ELEMENTS // max(points.shape[1], 1))
+    norm = torch.linalg.vector_norm  # what Tensor.norm(dim=1) calls, minus its Python layers
+    if lo.numel() <= rows:
+        return norm(points[lo] - points[hi], dim=1)
+    return torch.cat(
+        [norm(points[lo[i : i + rows]] - points[hi[i : i + rows]], dim=1) for i in range(0, lo.numel(), rows)]
+    )
 
 
 def minimum_spanning_tree(points: Tensor) -> SpanningTree:
@@ -68,6 +147,7 @@ def minimum_spanning_tree(points: Tensor) -> SpanningTree:
 
     Edge lengths are recomputed exactly as ``|x_i - x_j|`` for the ``P - 1`` tree edges.
     Returns edges sorted by (length, source, target); empty tensors when ``P <= 1``.
+    Cost: the Gram matrix ``O(P^2 D)`` on the points' device, Prim ``O(P^2)`` on the CPU.
     """
     _check_points(points)
     n = points.shape[0]
@@ -75,34 +155,12 @@ def minimum_spanning_tree(points: Tensor) -> SpanningTree:
     if n <= 1:
         empty = torch.empty(0, dtype=torch.long, device=device)
         return SpanningTree(empty, empty.clone(), points.new_empty(0))
-    dist = pairwise_distances(points).double()
-    in_tree = torch.zeros(n, dtype=torch.bool, device=device)
-    in_tree[0] = True
-    best = dist[0].clone()
-    parent = torch.zeros(n, dtype=torch.long, device=device)
-    best[0] = float("inf")
-    sources = torch.empty(n - 1, dtype=torch.long, device=device)
-    targets = torch.empty(n - 1, dtype=torch.long, device=device)
-    for k in range(n - 1):
-        nxt = int(torch.argmin(best))
-        sources[k] = parent[nxt]
-        targets[k] = nxt
-        in_tree[nxt] = True
-        best[nxt] = float("inf")
-        closer = (dist[nxt] < best) & ~in_tree
-        best = torch.where(closer, dist[nxt], best)
-        parent = torch.where(closer, torch.full_like(parent, nxt), parent)
-    lo, hi = torch.minimum(sources, targets), torch.maximum(sources, targets)
-    lengths = (points[lo] - points[hi]).norm(dim=1)
-    order = _lexsort(lengths, lo, hi)
-    return SpanningTree(lo[order], hi[order], lengths[order])
-
-
-def _lexsort(primary: Tensor, secondary: Tensor, tertiary: Tensor) -> Tensor:
-    """Indices sorting by ``primary``, then ``secondary``, then ``tertiary`` (stable)."""
-    order = torch.argsort(tertiary, stable=True)
-    order = order[torch.argsort(secondary[order], stable=True)]
-    return order[torch.argsort(primary[order], stable=True)]
+    sources, targets = _prim(_squared_from_gram(_centred_gram(points).cpu().numpy()))
+    lo, hi = np.minimum(sources, targets), np.maximum(sources, targets)
+    lengths = _edge_lengths(points, torch.from_numpy(lo).to(device), torch.from_numpy(hi).to(device))
+    order = np.lexsort((hi, lo, lengths.cpu().numpy()))  # by length, then source, then target
+    index = torch.from_numpy(order).to(device)
+    return SpanningTree(torch.from_numpy(lo[order]).to(device), torch.from_numpy(hi[order]).to(device), lengths[index])
 
 
 def h0_death_times(points: Tensor) -> Tensor:
@@ -172,6 +230,28 @@ def largest_component(labels: Tensor, losses: Tensor | None = None) -> Tensor:
     return torch.nonzero(labels == chosen).flatten()
 
 
+def _quantile(values: list[float], q: float) -> float:
+    """``torch.quantile(values, q)`` bit for bit (linear interpolation, NaN if any value is
+    NaN), in plain Python: it costs ~10 us where torch's kernel costs ~50-100 us per call.
+
+    torch interpolates with a fused multiply-add, ``fma(w, hi - lo, lo)`` for ``w < 0.5``
+    and ``fma(w - 1, hi - lo, hi)`` otherwise; the FMA is computed exactly with fractions
+    and rounded once, as the hardware does.
+    """
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    values = sorted(values)
+    rank = q * (len(values) - 1)
+    below, above = values[math.floor(rank)], values[math.ceil(rank)]
+    weight = rank - math.floor(rank)
+    diff = above - below
+    if weight == 0.0 or diff == 0.0 or not math.isfinite(diff):  # the FMA is exact (or inf/NaN) here
+        return weight * diff + below if weight < 0.5 else (weight - 1.0) * diff + above
+    if weight < 0.5:
+        return float(Fraction(weight) * Fraction(diff) + Fraction(below))
+    return float(Fraction(weight - 1.0) * Fraction(diff) + Fraction(above))
+
+
 def auto_radius(death_times: Tensor, rule: str = "quantile", quantile: float = 0.5) -> float:
     """Radius from H0 death times ``(P-1,)`` (ascending).
 
@@ -186,7 +266,7 @@ def auto_radius(death_times: Tensor, rule: str = "quantile", quantile: float = 0
     if rule == "quantile":
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-        return float(torch.quantile(d, quantile))
+        return _quantile(d.tolist(), quantile)
     if rule == "gap":
         if d.numel() == 1:
             return float(d[0])

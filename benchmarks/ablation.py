@@ -1,0 +1,179 @@
+"""Ablation of tdopt's consensus averaging: which variant reaches the target fastest.
+
+Runs TDOpt variants (name -> TDOpt keyword arguments) over many seeds on a task and records,
+per run, the evaluations needed to reach the task's target test accuracy (checked after every
+step; ``None`` when the budget ran out), the final train loss and test accuracy, and the test
+accuracy under Gaussian weight noise of a few scales (robustness of the solution found).
+
+    python -m benchmarks.ablation --task two-moons --seeds 20 --budget 3000
+
+Results are appended per run to ``OUT/runs.jsonl`` (resumable: finished runs are skipped) and
+summarised in ``OUT/ABLATION.md``. One evaluation = one forward pass over the training set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import tdopt
+
+from .tasks import Task, get_task
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "no averaging (ablation)": {"average": False},
+    "consensus as centre": {"consensus": "centre"},
+    "consensus as centre, rank weights": {"consensus": "centre", "weighting": "rank"},
+    "rank weights": {"weighting": "rank"},
+    "radius: gap rule": {"auto_rule": "gap"},
+    "radius: quantile 0.25": {"auto_quantile": 0.25},
+    "radius: inf (all selected)": {"radius": 1e9},
+    "popsize 16": {"popsize": 16},
+    "popsize 16, no averaging": {"popsize": 16, "average": False},
+    "lr 0.5": {"lr": 0.5},
+    "population mode (literal rule)": {"mode": "population"},
+    "population mode, no averaging": {"mode": "population", "average": False},
+}
+BASE: dict[str, Any] = {}
+NOISE_SCALES = (0.01, 0.03, 0.1)
+
+
+def effective_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Every TDOpt hyperparameter in force for ``options`` (defaults filled in, seed left out)."""
+    probe = tdopt.TDOpt([torch.zeros(1, requires_grad=True)], seed=0, **options)
+    return {k: v for k, v in probe.defaults.items() if k not in ("seed", "process_group", "dist_timeout")}
+
+
+def run_variant(task: Task, options: dict[str, Any], seed: int, budget: int) -> dict[str, Any]:
+    """One run: TDOpt with ``options`` on ``task`` until ``budget`` evaluations."""
+    model = task.make_model(seed)
+    opt = tdopt.TDOpt(model.parameters(), seed=seed, **options)
+    loss = tdopt.PopulationLoss(model, task.loss_fn, task.x_train, task.y_train)
+    hit = None
+    start = time.perf_counter()
+    while opt.evaluations < budget:
+        opt.step(loss)
+        if hit is None and task.target_acc is not None and task.accuracy(model) >= task.target_acc:
+            hit = opt.evaluations
+    seconds = time.perf_counter() - start
+    return {
+        **task.measure(model),
+        "evals_to_target": hit,
+        "evals": opt.evaluations,
+        "seconds": seconds,
+        "noise_acc": noise_robustness(task, model, seed),
+    }
+
+
+@torch.no_grad()
+def noise_robustness(task: Task, model: torch.nn.Module, seed: int, draws: int = 10) -> dict[str, float]:
+    """Mean test accuracy when every weight gets ``N(0, s^2)`` noise, per scale ``s``."""
+    generator = torch.Generator().manual_seed(seed)
+    clean = [p.detach().clone() for p in model.parameters()]
+    out = {}
+    for scale in NOISE_SCALES:
+        accs = []
+        for _ in range(draws):
+            for p, c in zip(model.parameters(), clean, strict=True):
+                p.copy_(c + scale * torch.randn(c.shape, generator=generator))
+            accs.append(task.accuracy(model))
+        out[str(scale)] = statistics.fmean(accs)
+    for p, c in zip(model.parameters(), clean, strict=True):
+        p.copy_(c)
+    return out
+
+
+def load_runs(path: Path) -> list[dict[str, Any]]:
+    """Finished runs from a JSONL file; a corrupt line (an interrupted write) is skipped."""
+    runs = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                runs.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return runs
+
+
+def summarise(runs: list[dict[str, Any]], budget: int) -> str:
+    """Markdown table: per (task, variant), medians and spreads over seeds."""
+    lines = [
+        "| task | variant | seeds | reached target | evals to target: median [IQR] | train loss (median) "
+        "| test acc (median) | test acc, weight noise 0.01 / 0.03 / 0.1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted(
+        {(r["task"], r["variant"]) for r in runs},
+        key=lambda k: (k[0], list(VARIANTS).index(k[1]) if k[1] in VARIANTS else 99),
+    )
+    for task, variant in keys:
+        group = [r for r in runs if r["task"] == task and r["variant"] == variant and r["budget"] == budget]
+        if not group:
+            continue
+        hits = [r["evals_to_target"] if r["evals_to_target"] is not None else float("inf") for r in group]
+        reached = sum(h != float("inf") for h in hits)
+        q = statistics.quantiles(hits, n=4, method="inclusive") if len(hits) > 1 else [hits[0]] * 3
+        fmt = lambda v: "-" if v == float("inf") else f"{v:.0f}"
+        noise = " / ".join(f"{statistics.median(r['noise_acc'][str(s)] for r in group):.3f}" for s in NOISE_SCALES)
+        lines.append(
+            f"| {task} | {variant} | {len(group)} | {reached}/{len(group)} | {fmt(statistics.median(hits))} "
+            f"[{fmt(q[0])}, {fmt(q[2])}] | {statistics.median(r['train_loss'] for r in group):.4f} "
+            f"| {statistics.median(r['test_acc'] for r in group):.3f} | {noise} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="two-moons")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=3000)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ablation")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "runs.jsonl"
+    done = {
+        (r["task"], r["variant"], r["seed"], r["budget"], json.dumps(r["options"], sort_keys=True))
+        for r in load_runs(path)
+    }
+    task = get_task(args.task)
+    for variant in args.variants:
+        options = effective_options({**BASE, **VARIANTS[variant]})
+        for seed in range(args.seeds):
+            key = (args.task, variant, seed, args.budget, json.dumps(options, sort_keys=True))
+            if key in done:
+                continue
+            record = {
+                "task": args.task,
+                "variant": variant,
+                "seed": seed,
+                "budget": args.budget,
+                "options": options,
+                **run_variant(task, options, seed, args.budget),
+            }
+            with path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        print(f"{variant}: done", flush=True)
+    runs = [r for r in load_runs(path) if r["variant"] in VARIANTS]
+    header = (
+        f"# tdopt ablation\n\nGenerated by `python -m benchmarks.ablation` from `runs.jsonl`. Base options: "
+        f"`{json.dumps(BASE)}`; budget {args.budget} evaluations (one = one forward pass over the training "
+        f"set); target = the task's target test accuracy. Machine: {platform.processor() or platform.machine()},"
+        f" torch {torch.__version__}, {torch.get_num_threads()} thread.\n\n"
+    )
+    (args.out / "ABLATION.md").write_text(header + summarise(runs, args.budget) + "\n")
+    print(summarise(runs, args.budget))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""Run benchmark runs and store them, one JSON line per finished run (resumable).
+
+Public API (also used by ``benchmarks.tune``)::
+
+    from benchmarks.runner import run_one
+    record = run_one("two-moons", "tdopt", seed=0, budget=2000, options={"lr": 0.05})
+    record["train_loss"], record["test_acc"], record["evals"], record["curve"]
+
+``run_one(task, optimizer, seed, budget, options=None, report=None) -> dict``:
+
+* ``options`` overrides the optimizer's hyperparameters of
+  :data:`benchmarks.optimizers.HYPERPARAMS` (for the tdopt variants: TDOpt keyword
+  arguments such as ``lr``, ``popsize``, ``radius``, ``auto_quantile``).
+* ``report(evals, train_loss)`` is called at every checkpoint after the start (evals as
+  an int, rounded down for minibatch methods); an exception it raises (e.g.
+  ``optuna.TrialPruned``) propagates out of ``run_one``.
+* The run never uses more than ``budget`` evaluations: a step is taken only when its cost
+  fits. Checkpoints are log-spaced (about 100, plus 1k/2k/5k/10k/20k and the budget);
+  the state recorded for checkpoint ``c`` is the last one with ``evals <= c``: the model
+  the method would return with budget ``c``. Measuring a checkpoint (full train loss and
+  accuracy, test accuracy) is not counted in the budget, nor in ``wall_s``.
+
+Returned record (JSON-serialisable): ``task, optimizer, seed, budget, config_hash,
+options`` (effective hyperparameters), ``returns`` (``"incumbent"`` or ``"current"``),
+``evals, steps, epochs`` (examples forwarded / n_train: equal to evals by the budget
+convention), final ``train_loss, train_acc, test_acc``, ``target_acc``,
+``evals_to_target`` (first checkpoint with test accuracy >= target, None if never),
+``wall_s`` (optimisation time), ``cpu_s`` (its CPU time, of the main thread: runs are
+single-threaded; less sensitive to other load on the machine), ``wall_total_s`` (including
+measurements), ``curve``
+(lists ``evals, train_loss, train_acc, test_acc, wall_s``), ``info``, ``n_params``,
+``machine``, ``versions``, ``protocol``, ``finished_at``.
+
+Storage (:class:`ResultStore`): ``results.jsonl`` in the output directory, one run per
+line, appended and fsync'ed as each run finishes. A run is identified by
+``(task, optimizer, seed, budget, config_hash)``; ``config_hash`` covers the protocol
+version, the effective hyperparameters and, for tdopt variants, a fingerprint of tdopt's
+source (for cma/sepcma the cmaes version), so that a code or default change re-runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import tdopt
+
+from .optimizers import BUDGET_CAPS, EXCLUDED, OPTIMIZER_NAMES, effective_options, make_method
+from .tasks import TASK_NAMES, get_task
+
+__all__ = [
+    "PROTOCOL",
+    "TABLE_BUDGETS",
+    "THREADS",
+    "run_one",
+    "run_many",
+    "checkpoints",
+    "config_hash",
+    "run_key",
+    "ResultStore",
+    "machine_info",
+    "plan_runs",
+]
+
+PROTOCOL = 1  # bump when the measurement protocol or a task definition changes
+TABLE_BUDGETS = (1000, 2000, 5000, 10000, 20000)
+THREADS = 1
+N_CHECKPOINTS = 100
+RESULTS_FILE = "results.jsonl"
+_TDOPT_SOURCES = ("_core.py", "optim.py", "functional.py", "topology.py")
+
+
+# --------------------------------------------------------------------------- keys
+def tdopt_fingerprint() -> str:
+    """Hash of tdopt's algorithm sources (a change of the algorithm re-runs tdopt rows)."""
+    root = Path(tdopt.__file__).parent
+    h = hashlib.sha256()
+    for name in _TDOPT_SOURCES:
+        path = root / name
+        h.update(name.encode())
+        h.update(path.read_bytes() if path.exists() else b"")
+    return h.hexdigest()[:12]
+
+
+def config_hash(optimizer: str, options: dict[str, Any]) -> str:
+    """Hash of everything, besides task, seed and budget, that determines a run's result."""
+    payload: dict[str, Any] = {"protocol": PROTOCOL, "optimizer": optimizer, "options": options}
+    if optimizer.startswith("tdopt"):
+        payload["tdopt"] = tdopt_fingerprint()
+    if optimizer in ("cma", "sepcma"):
+        import cmaes
+
+        payload["cmaes"] = cmaes.__version__
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_key(task: str, optimizer: str, seed: int, budget: int, chash: str) -> tuple[str, str, int, int, str]:
+    return (task, optimizer, int(seed), int(budget), chash)
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, str, int, int, str]:
+    return run_key(record["task"], record["optimizer"], record["seed"], record["budget"], record["config_hash"])
+
+
+# --------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": THREADS,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {"tdopt": tdopt.__version__, "tdopt_source": tdopt_fingerprint(), "torch": torch.__version__}
+    for mod in ("cmaes", "sklearn", "numpy"):
+        with contextlib.suppress(ImportError):
+            out[mod] = __import__(mod).__version__
+    return out
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """torch and BLAS/OpenMP (numpy, cmaes, sklearn) limited to :data:`THREADS` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        limits: Any = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(THREADS)
+    try:
+        with limits:
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------- one run
+def checkpoints(budget: int, n: int = N_CHECKPOINTS, first: int = 10) -> list[int]:
+    """Log-spaced checkpoints in ``[first, budget]`` plus the table budgets and the budget."""
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    grid = {int(round(v)) for v in np.geomspace(min(first, budget), budget, n)}
+    grid |= {b for b in TABLE_BUDGETS if b <= budget}
+    grid.add(int(budget))
+    return sorted(g for g in grid if g >= 1)
+
+
+def run_one(
+    task: str,
+    optimizer: str,
+    seed: int,
+    budget: int,
+    options: dict[str, Any] | None = None,
+    report: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``optimizer`` on ``task`` for ``budget`` evaluations; return the run record.
+
+    See the module docstring for the record's fields and the budget rules.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be a positive int, got {budget!r}")
+    t = get_task(task)
+    opts = effective_options(optimizer, options)
+    chash = config_hash(optimizer, opts)
+    with single_thread():
+        return _run(t, optimizer, int(seed), budget, opts, chash, report)
+
+
+def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
+    start = time.perf_counter()
+    model = task.make_model(seed)
+    method = make_method(optimizer, task, model, seed, opts)
+    curve: dict[str, list[float]] = {k: [] for k in ("evals", "train_loss", "train_acc", "test_acc", "wall_s")}
+    opt_time = 0.0
+    opt_cpu = 0.0
+
+    def record_point() -> None:
+        if curve["evals"] and curve["evals"][-1] == method.evals:
+            return
+        m = task.measure(model)
+        curve["evals"].append(method.evals)
+        curve["wall_s"].append(opt_time)
+        for k in ("train_loss", "train_acc", "test_acc"):
+            curve[k].append(m[k])
+        if report is not None and method.evals > 0:
+            report(int(math.floor(method.evals + 1e-9)), m["train_loss"])
+
+    record_point()
+    for cp in checkpoints(budget):
+        while True:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            room = cp - method.evals
+            cost = method.next_cost(room)
+            fits = 0 < cost <= room + 1e-9
+            if fits:
+                method.step(cost)
+            opt_time += time.perf_counter() - t0
+            opt_cpu += time.thread_time() - c0
+            if not fits:
+                break
+        record_point()
+
+    final = {k: curve[k][-1] for k in ("train_loss", "train_acc", "test_acc")}
+    target = task.target_acc
+    hit = None
+    if target is not None:
+        hit = next((e for e, a in zip(curve["evals"], curve["test_acc"], strict=True) if a >= target), None)
+    return {
+        "task": task.name,
+        "optimizer": optimizer,
+        "seed": seed,
+        "budget": budget,
+        "config_hash": chash,
+        "options": opts,
+        "returns": method.returns,
+        "evals": _num(method.evals),
+        "steps": method.steps,
+        "epochs": float(method.evals),
+        **final,
+        "target_acc": target,
+        "evals_to_target": None if hit is None else _num(hit),
+        "wall_s": opt_time,
+        "cpu_s": opt_cpu,
+        "wall_total_s": time.perf_counter() - start,
+        "curve": {k: [_num(v) for v in vals] for k, vals in curve.items()},
+        "info": method.info(),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "machine": machine_info(),
+        "versions": versions(),
+        "protocol": PROTOCOL,
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _num(x: float) -> float | int:
+    """Integral floats as ints (evaluation counts), others unchanged."""
+    x = float(x)
+    return int(x) if math.isfinite(x) and x == int(x) else x
+
+
+# --------------------------------------------------------------------------- storage
+class ResultStore:
+    """Append-only JSON-lines file of run records; tolerant of an interrupted last write."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def load(self) -> list[dict[str, Any]]:
+        """Every valid record, in file order; corrupt lines are skipped with a warning."""
+        if not self.path.exists():
+            return []
+        lines = self.path.read_bytes().split(b"\n")
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        records = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                record_key(rec)
+            except (ValueError, KeyError, TypeError) as exc:
+                where = "trailing line (an interrupted write?)" if i == last else f"line {i + 1}"
+                warnings.warn(f"{self.path}: skipping corrupt {where}: {exc}", RuntimeWarning, stacklevel=2)
+                continue
+            records.append(rec)
+        return records
+
+    def keys(self) -> set[tuple[str, str, int, int, str]]:
+        return {record_key(r) for r in self.load()}
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one record as a line and fsync (a partial last line is first terminated)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = (json.dumps(record, sort_keys=False) + "\n").encode()
+        with open(self.path, "ab") as f:
+            if f.tell() > 0:
+                with open(self.path, "rb") as r:
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        data = b"\n" + data
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------- many runs
+def plan_runs(
+    tasks: Sequence[str],
+    optimizers: Sequence[str],
+    seeds: Iterable[int],
+    budget: int,
+    tuned: dict[str | None, dict[str, Any]] | None = None,
+    caps: bool = True,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs to do (dicts with task, optimizer, seed, budget, options, config_hash) and notes."""
+    for name in tasks:
+        if name not in TASK_NAMES:
+            raise ValueError(f"unknown task {name!r}; known: {', '.join(TASK_NAMES)}")
+    for name in optimizers:
+        if name not in OPTIMIZER_NAMES:
+            raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZER_NAMES)}")
+    seeds = list(seeds)
+    plan, notes = [], []
+    for task in tasks:
+        for opt in optimizers:
+            options = None
+            if opt == "tdopt-tuned":
+                options = (tuned or {}).get(task, (tuned or {}).get(None))
+                if options is None:
+                    notes.append(f"{task}: tdopt-tuned skipped (no --config for this task)")
+                    continue
+            if caps and (task, opt) in EXCLUDED:
+                notes.append(f"{task}/{opt}: excluded ({EXCLUDED[(task, opt)]})")
+                continue
+            b = budget
+            cap = BUDGET_CAPS.get((task, opt))
+            if caps and cap is not None and cap < budget:
+                b = cap
+                notes.append(f"{task}/{opt}: budget capped at {cap} (BUDGET_CAPS)")
+            eff = effective_options(opt, options)
+            chash = config_hash(opt, eff)
+            for seed in seeds:
+                run = {"task": task, "optimizer": opt, "seed": seed, "budget": b}
+                plan.append(run | {"options": options, "config_hash": chash})
+    return plan, notes
+
+
+def run_many(
+    plan: list[dict[str, Any]],
+    out_dir: str | os.PathLike[str],
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> tuple[int, int]:
+    """Run every planned run not already in ``out_dir/results.jsonl``; return (ran, skipped).
+
+    Each finished run is appended immediately, so an interruption loses only the run in
+    progress; rerunning the same command resumes.
+    """
+    store = ResultStore(Path(out_dir) / RESULTS_FILE)
+    done = store.keys()
+    todo = [r for r in plan if run_key(r["task"], r["optimizer"], r["seed"], r["budget"], r["config_hash"]) not in done]
+    skipped = len(plan) - len(todo)
+    bar = _progress(len(plan), skipped, progress)
+    ran = 0
+    try:
+        for r in todo:
+            bar.set_postfix_str(f"{r['task']} {r['optimizer']} seed={r['seed']} budget={r['budget']}")
+            rec = run_one(r["task"], r["optimizer"], r["seed"], r["budget"], options=r["options"])
+            if rec["config_hash"] != r["config_hash"]:  # pragma: no cover - defensive
+                raise RuntimeError("config hash changed between planning and running")
+            if extra:
+                rec.update(extra)
+            store.append(rec)
+            ran += 1
+            bar.update(1)
+    finally:
+        bar.close()
+    return ran, skipped
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="runs", unit="run", disable=not enabled, file=sys.stderr)

@@ -1,0 +1,296 @@
+"""The benchmark suite (benchmarks/): tasks, optimizer adapters, resumable storage, reports, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks package
+
+from benchmarks import __main__ as cli  # noqa: E402
+from benchmarks import report, runner  # noqa: E402
+from benchmarks.optimizers import HYPERPARAMS, OPTIMIZER_NAMES, effective_options  # noqa: E402
+from benchmarks.runner import ResultStore, checkpoints, plan_runs, run_many, run_one  # noqa: E402
+from benchmarks.tasks import TASK_NAMES, get_task  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RESULTS_FIXTURE = FIXTURES / "bench_results.jsonl"
+REFERENCES_FIXTURE = FIXTURES / "bench_references.json"
+TUNED = {"lr": 0.2, "popsize": 8}
+
+
+# --------------------------------------------------------------------------- tasks
+def test_task_names():
+    assert TASK_NAMES == ("two-moons", "two-moons-step", "sum-mod-tiny", "sum-mod-mlp")
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("nope")
+
+
+@pytest.mark.parametrize("name", ["two-moons", "two-moons-step"])
+def test_two_moons_sizes(name):
+    t = get_task(name)
+    assert t.x_train.shape == (1000, 2) and t.x_test.shape == (1000, 2)
+    assert t.x_train.dtype == torch.float32 and t.y_train.dtype == torch.long
+    assert torch.bincount(t.y_train).tolist() == [500, 500]  # stratified
+    assert torch.bincount(t.y_test).tolist() == [500, 500]
+    assert t.num_params() == 2 * 10 + 10 + 10 * 10 + 10 + 10 * 2 + 2
+    assert t.target_acc == 0.99
+    from sklearn.datasets import make_moons
+
+    x, _ = make_moons(n_samples=2000, noise=0.1, random_state=0)
+    both = torch.cat([t.x_train, t.x_test]).double()
+    assert torch.allclose(both.sort(0).values, torch.as_tensor(x).sort(0).values, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, n_params", [("sum-mod-tiny", 2 * 2 + 2 + 2 * 3 + 3), ("sum-mod-mlp", 1251)])
+def test_sum_mod_sizes_and_label_rule(name, n_params):
+    t = get_task(name)
+    assert t.x_train.shape == (2000, 2) and t.x_test.shape == (2000, 2)
+    for x, y in ((t.x_train, t.y_train), (t.x_test, t.y_test)):
+        assert float(x.min()) >= 0.0 and float(x.max()) < 1.0
+        expected = [int((float(a) + float(b)) * 100) % 3 for a, b in x.tolist()]
+        assert y.tolist() == expected
+    assert t.num_params() == n_params
+    assert t.make_model(0)(t.x_test).shape == (2000, 3)
+
+
+def test_models_seeded_and_step_gradient_zero():
+    t = get_task("two-moons-step")
+    a, b = t.make_model(3), t.make_model(3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    state = torch.get_rng_state()
+    t.make_model(4)
+    assert torch.equal(state, torch.get_rng_state())  # global RNG untouched
+    t.loss_fn(a(t.x_train), t.y_train).backward()
+    grads = [p.grad for p in a.parameters()]
+    assert all(g is not None for g in grads)
+    assert all(float(g.abs().max()) == 0.0 for g in grads[:4])  # both hidden layers
+    assert float(grads[-1].abs().max()) > 0  # the output layer still learns
+
+
+# --------------------------------------------------------------------------- adapters
+@pytest.mark.parametrize("optimizer", OPTIMIZER_NAMES)
+def test_each_optimizer_runs_end_to_end(optimizer):
+    options = TUNED if optimizer == "tdopt-tuned" else None
+    calls = []
+    rec = run_one("two-moons", optimizer, 0, 40, options=options, report=lambda e, loss: calls.append((e, loss)))
+    assert 0 < rec["evals"] <= 40 and rec["budget"] == 40
+    assert rec["steps"] >= 1
+    assert 0.0 <= rec["test_acc"] <= 1.0 and math.isfinite(rec["train_loss"])
+    curve = rec["curve"]
+    assert curve["evals"][0] == 0 and curve["evals"][-1] == rec["evals"]
+    assert all(a < b for a, b in zip(curve["evals"], curve["evals"][1:], strict=False))
+    assert max(curve["evals"]) <= 40
+    assert rec["train_loss"] == curve["train_loss"][-1]
+    assert calls and calls[-1][0] == math.floor(rec["evals"])
+    json.loads(json.dumps(rec))  # serialisable
+    if optimizer.startswith("tdopt"):
+        assert rec["returns"] == "incumbent"
+        losses = curve["train_loss"][1:]
+        assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:], strict=False))  # the incumbent never gets worse
+
+
+def test_tdopt_options_and_hash():
+    opts = effective_options("tdopt")
+    assert opts["lr"] == HYPERPARAMS["tdopt"]["lr"] and opts["popsize"] == HYPERPARAMS["tdopt"]["popsize"]
+    assert "radius" in opts and "seed" not in opts  # TDOpt's defaults filled in
+    assert effective_options("tdopt-noavg")["average"] is False
+    assert effective_options("tdopt-tuned", TUNED)["popsize"] == 8
+    with pytest.raises(ValueError, match="unknown options"):
+        effective_options("sgd", {"nope": 1})
+    assert runner.config_hash("tdopt", opts) != runner.config_hash("tdopt", {**opts, "lr": 0.3})
+
+
+def test_run_one_reproducible_and_report_exception_propagates():
+    a = run_one("sum-mod-tiny", "tdopt", 1, 60)
+    b = run_one("sum-mod-tiny", "tdopt", 1, 60)
+    assert a["curve"]["train_loss"] == b["curve"]["train_loss"] and a["test_acc"] == b["test_acc"]
+
+    class Prune(Exception):
+        pass
+
+    def report(evals, loss):
+        if evals >= 20:
+            raise Prune
+
+    with pytest.raises(Prune):
+        run_one("two-moons", "tdopt", 0, 200, options={"popsize": 4}, report=report)
+
+
+def test_minibatch_counts_fractional_evals():
+    rec = run_one("two-moons", "adam-mb", 0, 3)
+    assert rec["evals"] == 3 and rec["steps"] == 3 * math.ceil(1000 / 64)  # 15 full batches + 1 of 40
+    assert rec["epochs"] == 3
+
+
+def test_checkpoints():
+    cps = checkpoints(20000)
+    assert cps[0] == 10 and cps[-1] == 20000 and {1000, 5000, 20000} <= set(cps)
+    assert cps == sorted(set(cps)) and 90 <= len(cps) <= 110
+    assert checkpoints(5) == [5]
+
+
+# --------------------------------------------------------------------------- storage and resume
+def _plan(budget=8):
+    plan, notes = plan_runs(["two-moons"], ["sgd", "random"], [0, 1], budget)
+    assert len(plan) == 4 and not notes
+    return plan
+
+
+def test_resume_after_interruption(tmp_path, monkeypatch):
+    plan = _plan()
+    real = runner.run_one
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(args[:3])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_one", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_many(plan, tmp_path, progress=False)
+    store = ResultStore(tmp_path / "results.jsonl")
+    assert len(store.load()) == 2  # the two finished runs were saved
+
+    calls.clear()
+    monkeypatch.setattr(runner, "run_one", lambda *a, **k: (calls.append(a[:3]), real(*a, **k))[1])
+    ran, skipped = run_many(plan, tmp_path, progress=False)
+    assert (ran, skipped) == (2, 2)
+    assert calls == [("two-moons", "random", 0), ("two-moons", "random", 1)]
+    records = store.load()
+    assert len(records) == 4 and len({runner.record_key(r) for r in records}) == 4
+    assert run_many(plan, tmp_path, progress=False) == (0, 4)
+
+
+def test_changed_config_or_budget_reruns(tmp_path):
+    run_many(_plan(), tmp_path, progress=False)
+    assert run_many(_plan(budget=9), tmp_path, progress=False) == (4, 0)  # budget is part of the key
+    plan = _plan()
+    for r in plan:
+        r["config_hash"] = "other"
+    with pytest.raises(RuntimeError, match="config hash"):  # the hash is recomputed by run_one
+        run_many(plan, tmp_path, progress=False)
+
+
+def test_corrupt_trailing_line_tolerated(tmp_path):
+    path = tmp_path / "results.jsonl"
+    lines = RESULTS_FIXTURE.read_text().splitlines()[:2]
+    path.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[1][: len(lines[1]) // 2])  # killed mid-write
+    store = ResultStore(path)
+    with pytest.warns(RuntimeWarning, match="trailing line"):
+        assert len(store.load()) == 2
+    store.append(json.loads(lines[0]) | {"seed": 99})
+    with pytest.warns(RuntimeWarning, match="trailing|line 3"):
+        records = store.load()
+    assert [r["seed"] for r in records][-1] == 99 and len(records) == 3  # the new record is intact
+
+
+def test_excluded_and_capped_combinations(monkeypatch):
+    from benchmarks import optimizers
+
+    plan, notes = plan_runs(["sum-mod-mlp"], ["cma", "sepcma"], [0], 100)
+    assert [r["optimizer"] for r in plan] == ["sepcma"] and "excluded" in notes[0]
+    plan, _ = plan_runs(["sum-mod-mlp"], ["cma"], [0], 100, caps=False)
+    assert len(plan) == 1
+    monkeypatch.setitem(optimizers.BUDGET_CAPS, ("two-moons", "sgd"), 50)
+    plan, notes = plan_runs(["two-moons"], ["sgd"], [0], 100)
+    assert plan[0]["budget"] == 50 and "capped" in notes[0]
+    plan, notes = plan_runs(["two-moons"], ["tdopt-tuned"], [0], 100)
+    assert plan == [] and "skipped" in notes[0]
+    plan, _ = plan_runs(["two-moons", "sum-mod-tiny"], ["tdopt-tuned"], [0], 100, tuned={"two-moons": TUNED})
+    assert [(r["task"], r["options"]) for r in plan] == [("two-moons", TUNED)]
+
+
+# --------------------------------------------------------------------------- report
+def test_report_on_fixture(tmp_path):
+    shutil.copy(RESULTS_FIXTURE, tmp_path / "results.jsonl")
+    records = ResultStore(tmp_path / "results.jsonl").load()
+    stale = dict(records[0], config_hash="stale", finished_at="2000-01-01T00:00:00+00:00")
+    ResultStore(tmp_path / "results.jsonl").append(stale)
+    written = report.write_report(tmp_path, references=REFERENCES_FIXTURE)
+    names = {p.name for p in written}
+    assert {"table-two-moons.md", "table-sum-mod-tiny.md", "two-moons.png", "sum-mod-tiny.png", "RESULTS.md"} <= names
+    table = (tmp_path / "table-two-moons.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert [r.split("|")[1].strip() for r in rows] == ["`tdopt`", "`sgd`", "`random`"]
+    # the tdopt row's final test accuracy: median [min-max] of the fixture's two seeds
+    accs = sorted(r["test_acc"] for r in records if r["task"] == "two-moons" and r["optimizer"] == "tdopt")
+    assert f"{sum(accs) / 2:.3f} [{accs[0]:.3f}–{accs[1]:.3f}]" in rows[0]
+    assert "evals to test acc ≥ 0.99" in table
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "## two-moons" in md and "## Machine" in md and records[0]["machine"]["cpu"] in md
+    assert "best of 200 random" in md  # the reference figures
+    assert "1 record(s) of other budgets or configurations ignored" in md
+    assert (tmp_path / "two-moons.png").stat().st_size > 1000
+
+
+def test_value_at_and_summary():
+    rec = {"curve": {"evals": [0, 10, 20], "test_acc": [0.5, 0.7, 0.9]}}
+    assert math.isnan(report.value_at(rec, "test_acc", -1))
+    assert report.value_at(rec, "test_acc", 15) == 0.7 and report.value_at(rec, "test_acc", 20) == 0.9
+    s = report._stats([1.0, math.inf, 3.0])
+    assert s["median"] == 3.0 and s["max"] == math.inf
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_small_run_and_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(report, "REFERENCES_PATH", REFERENCES_FIXTURE)
+    argv = [
+        "--tasks",
+        "two-moons",
+        "--optimizers",
+        "sgd,tdopt-tuned",
+        "--seeds",
+        "0,2",
+        "--budget",
+        "12",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert cli.main(argv) == 0
+    records = ResultStore(tmp_path / "results.jsonl").load()
+    assert sorted((r["optimizer"], r["seed"]) for r in records) == [("sgd", 0), ("sgd", 2)]
+    assert "| `sgd` |" in capsys.readouterr().out
+    assert (tmp_path / "RESULTS.md").exists()
+    assert json.loads((tmp_path / "RUN.json").read_text())["command"].startswith("python -m benchmarks --tasks")
+
+    config = tmp_path / "tuned.json"
+    config.write_text(json.dumps({"task": "two-moons", "optimizer": "tdopt", "options": TUNED}))
+    assert cli.main(argv + ["--config", str(config)]) == 0
+    records = ResultStore(tmp_path / "results.jsonl").load()
+    tuned = [r for r in records if r["optimizer"] == "tdopt-tuned"]
+    assert len(tuned) == 2 and tuned[0]["options"]["popsize"] == 8 and len(records) == 4
+
+    (tmp_path / "RESULTS.md").unlink()
+    assert cli.main(["report", "--out", str(tmp_path), "--no-plots"]) == 0
+    assert "tdopt-tuned" in (tmp_path / "RESULTS.md").read_text()
+
+
+@pytest.mark.parametrize("sub", ["tune", "speed"])
+def test_cli_dispatches_lazily(sub, monkeypatch):
+    seen = []
+    fake = types.ModuleType(f"benchmarks.{sub}")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, f"benchmarks.{sub}", fake)
+    import benchmarks
+
+    monkeypatch.setattr(benchmarks, sub, fake, raising=False)
+    assert cli.main([sub, "--task", "two-moons", "-x"]) == 0
+    assert seen == [["--task", "two-moons", "-x"]]
+
+
+def test_cli_rejects_unknown_names():
+    with pytest.raises(SystemExit), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli.main(["--tasks", "nope", "--no-progress"])
