@@ -149,6 +149,7 @@ def worker(task: str, steps: int, out: Path) -> None:
         }
         out.write_text(json.dumps(result))
     if distributed:
+        dist.barrier()  # tear down together
         dist.destroy_process_group()
 
 
@@ -159,8 +160,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(task: str, world: int, threads: int, steps: int) -> dict:
-    """One torchrun job; returns rank 0's result."""
+FAILED_LAUNCHES: list[str] = []  # torchrun jobs that died and were re-run (recorded in the JSON)
+
+
+def launch(task: str, world: int, threads: int, steps: int, attempts: int = 3) -> dict:
+    """One torchrun job (re-run if it dies, at most ``attempts`` times); returns rank 0's result."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _launch_once(task, world, threads, steps)
+        except RuntimeError as exc:
+            FAILED_LAUNCHES.append(f"{task} world={world} threads={threads} attempt {attempt}: {str(exc)[-2000:]}")
+            print(f"launch failed ({task}, world {world}), attempt {attempt}", file=sys.stderr, flush=True)
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _launch_once(task: str, world: int, threads: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         port = _free_port()
@@ -258,6 +274,7 @@ def main() -> None:
         "throughput_task": {"name": "wide_mlp", "widths": TASKS["wide_mlp"][0], "samples": TASKS["wide_mlp"][1]},
         "throughput": throughput,
         "bytes_per_step": traffic,
+        "failed_launches": FAILED_LAUNCHES,
         "runtime_s": time.time() - started,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -12,25 +12,25 @@ return at that point: ``returns = "incumbent"`` (best training loss seen so far,
 evaluated points) or ``"current"`` (the iterate: gradient methods, OpenAI-ES's centre).
 
 Hyperparameters (:data:`HYPERPARAMS`) are set as a user of each method would, the same
-for every task, and were not tuned on the test sets. Choices:
+for every task. The step sizes (learning rate, sigma0, the random-search spread) are the
+winners of a small sweep on two-moons by *train* loss (``python -m benchmarks.baseline_sweep``,
+output in ``benchmarks/results/baseline_sweep.json``; the test set plays no part). Choices:
 
 * tdopt: ``TDOpt(model.parameters(), lr=0.1, popsize=16, seed=seed)``, i.e. TDOpt's own
   defaults (every other keyword at its default, recorded in each run's ``options``);
   stepping with a :class:`tdopt.PopulationLoss` over the full training set.
 * tdopt-noavg: the same with ``average=False`` (the ablation).
 * tdopt-tuned: TDOpt keyword arguments from a tuned config (``--config``).
-* sgd / adam: full batch; SGD lr 0.1 with momentum 0.9, Adam lr 0.01 (the usual choice for
-  small full-batch MLPs; torch's 1e-3 default is tuned for minibatches).
-* sgd-mb / adam-mb: minibatches of 64, reshuffled every epoch; SGD lr 0.05 momentum 0.9,
-  Adam lr 1e-3 (torch default).
-* random: fresh random networks, every weight and bias i.i.d. N(0, 1), best by training
+* sgd / adam: full batch; SGD with momentum 0.9.
+* sgd-mb / adam-mb: minibatches of 64, reshuffled every epoch; SGD with momentum 0.9.
+* random: fresh random networks, every weight and bias i.i.d. N(0, std^2), best by training
   loss; evaluated in chunks of up to 500. (Networks from PyTorch's default init have
   near-zero logits, so their lowest-loss member is a poor classifier; ``init="default"``
   selects that variant; both are in the reference figures.)
 * cma / sepcma: ``cmaes.CMA`` / ``cmaes.SepCMA`` started at the seed's initial network with
-  sigma0 0.1 and the library's default population size ``4 + floor(3 ln D)``; no restarts.
+  the library's default population size ``4 + floor(3 ln D)``; no restarts.
 * openai-es: Salimans et al. (2017): antithetic pairs (population 32), centred-rank fitness
-  shaping, gradient estimate with sigma 0.05, Adam (lr 0.03) with L2 coefficient 0.005.
+  shaping, Adam on the gradient estimate with the paper's L2 coefficient 0.005.
 """
 
 from __future__ import annotations
@@ -62,14 +62,14 @@ HYPERPARAMS: dict[str, dict[str, Any]] = {
     "tdopt": {"lr": 0.1, "popsize": 16},
     "tdopt-noavg": {"lr": 0.1, "popsize": 16, "average": False},
     "tdopt-tuned": {},  # TDOpt kwargs from --config
-    "sgd": {"lr": 0.1, "momentum": 0.9},
-    "adam": {"lr": 0.01},
-    "sgd-mb": {"lr": 0.05, "momentum": 0.9, "batch_size": 64},
-    "adam-mb": {"lr": 0.001, "batch_size": 64},
-    "random": {"chunk": 500, "init": "normal", "std": 1.0},
-    "cma": {"sigma": 0.1, "popsize": None},
+    "sgd": {"lr": 0.3, "momentum": 0.9},
+    "adam": {"lr": 0.03},
+    "sgd-mb": {"lr": 0.2, "momentum": 0.9, "batch_size": 64},
+    "adam-mb": {"lr": 0.003, "batch_size": 64},
+    "random": {"chunk": 500, "init": "normal", "std": 2.0},
+    "cma": {"sigma": 0.3, "popsize": None},
     "sepcma": {"sigma": 0.1, "popsize": None},
-    "openai-es": {"sigma": 0.05, "popsize": 32, "lr": 0.03, "l2": 0.005, "beta1": 0.9, "beta2": 0.999},
+    "openai-es": {"sigma": 0.02, "popsize": 32, "lr": 0.1, "l2": 0.005, "beta1": 0.9, "beta2": 0.999},
 }
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(HYPERPARAMS)
 

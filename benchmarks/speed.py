@@ -141,6 +141,7 @@ class PeakMemory:
         self.device = device
         self.cuda = device.type == "cuda"
         self.supported = self.cuda or self._reset_rss()
+        self.enabled = True  # off during timed repeats: reading /proc and syncing cost time
         self.base = 0
 
     @staticmethod
@@ -160,7 +161,7 @@ class PeakMemory:
             return False
 
     def start(self) -> None:
-        if not self.supported:
+        if not (self.supported and self.enabled):
             return
         if self.cuda:
             _sync(self.device)
@@ -171,7 +172,7 @@ class PeakMemory:
             self.base = self._status("VmRSS:")
 
     def checkpoint(self) -> int | None:
-        if not self.supported:
+        if not (self.supported and self.enabled):
             return None
         if self.cuda:
             _sync(self.device)
@@ -370,21 +371,29 @@ def _objective(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor
     return torch.zeros(d, dtype=dtype, device=device), sphere, "sphere sum(x^2)"
 
 
-def _repeat(run: Callable[[], dict[str, float | int | None]], min_reps: int, max_reps: int, min_seconds: float):
-    """Run ``run`` (one timed generation) until enough repeats; median of every field."""
+def _repeat(
+    run: Callable[[], dict[str, float | int | None]],
+    memory: PeakMemory,
+    min_reps: int,
+    max_reps: int,
+    min_seconds: float,
+):
+    """Timed generations (memory measurement off) until enough repeats, median of each time;
+    then one more generation with the memory measurement on, for the ``*_bytes`` fields."""
     samples: list[dict] = []
+    memory.enabled = False
     t0 = time.perf_counter()
     while len(samples) < max_reps and (len(samples) < min_reps or time.perf_counter() - t0 < min_seconds):
         samples.append(run())
+    memory.enabled = True
+    with_memory = run()
     out: dict[str, Any] = {"repeats": len(samples)}
     for key in samples[0]:
-        values = [s[key] for s in samples if s[key] is not None]
-        if not values:
-            out[key] = None
-        elif key.endswith("_bytes"):
-            out[key] = max(values)
+        if key.endswith("_bytes"):
+            out[key] = with_memory[key]
         else:
-            out[key] = statistics.median(values)
+            values = [s[key] for s in samples if s[key] is not None]
+            out[key] = statistics.median(values) if values else None
     return out
 
 
@@ -405,7 +414,8 @@ def bench_tdopt_phases(
 
         def generation() -> dict[str, float | int | None]:
             nonlocal state
-            gc.collect()
+            if memory.enabled:
+                gc.collect()
             _sync(device)
             memory.start()
             t0 = time.perf_counter()
@@ -434,7 +444,7 @@ def bench_tdopt_phases(
                 "update_bytes": tell_rest,
             }
 
-        result = _repeat(generation, *reps)
+        result = _repeat(generation, memory, *reps)
     result.update(
         method="tdopt",
         P=p,
@@ -459,7 +469,8 @@ def bench_cma_phases(
     opt = cls(mean=x0.double().cpu().numpy(), sigma=0.1, population_size=p, seed=0)
 
     def generation() -> dict[str, float | int | None]:
-        gc.collect()
+        if memory.enabled:
+            gc.collect()
         memory.start()
         t0 = time.perf_counter()
         xs = [opt.ask() for _ in range(p)]
@@ -485,7 +496,7 @@ def bench_cma_phases(
             "update_bytes": memory.checkpoint(),
         }
 
-    result = _repeat(generation, *reps)
+    result = _repeat(generation, memory, *reps)
     result.update(method=kind, P=p, D=d, objective=objective + " (cmaes works in float64 NumPy)")
     result["non_evaluate_fraction"] = 1.0 - result["evaluate_s"] / result["step_s"]
     return result

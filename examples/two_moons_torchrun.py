@@ -120,6 +120,7 @@ def main() -> None:
             flush=True,
         )
     if distributed:
+        dist.barrier()  # tear down together
         dist.destroy_process_group()
 
 

@@ -12,6 +12,15 @@ from .optim import TDOpt
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """``tdopt.tune`` is imported lazily: Optuna is an optional dependency (``tdopt[tune]``)."""
+    if name == "tune":
+        import importlib
+
+        return importlib.import_module(".tune", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "TDOpt",
     "PopulationLoss",

@@ -178,8 +178,10 @@ def test_changed_config_or_budget_reruns(tmp_path):
     plan = _plan()
     for r in plan:
         r["config_hash"] = "other"
-    with pytest.raises(RuntimeError, match="config hash"):  # the hash is recomputed by run_one
-        run_many(plan, tmp_path, progress=False)
+    with pytest.warns(RuntimeWarning, match="config hash changed"):  # e.g. tdopt edited during a run
+        assert run_many(plan, tmp_path, progress=False) == (4, 0)
+    hashes = {r["config_hash"] for r in ResultStore(tmp_path / "results.jsonl").load()}
+    assert "other" not in hashes and {r["config_hash"] for r in _plan()} <= hashes
 
 
 def test_corrupt_trailing_line_tolerated(tmp_path):
@@ -294,3 +296,13 @@ def test_cli_rejects_unknown_names():
     with pytest.raises(SystemExit), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli.main(["--tasks", "nope", "--no-progress"])
+
+
+def test_hyperparameters_are_the_sweep_winners():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "baseline_sweep.json"
+    if not path.exists():
+        pytest.skip("no baseline sweep output")
+    sweep = json.loads(path.read_text())
+    for opt, result in sweep["results"].items():
+        for key, value in result["best"].items():
+            assert HYPERPARAMS[opt][key] == value, (opt, key)
