@@ -1,7 +1,7 @@
 """Reference figures, reproduced: ``python -m benchmarks.references`` (or ``python -m benchmarks references``).
 
 Writes ``benchmarks/results/references.json`` (``--out`` to change), which the reports
-include next to the benchmark tables. About 30 s on one core.
+include next to the benchmark tables. About a minute on one core.
 
 * two-moons: the best of 10,000 random 2-10-10-2 ReLU networks (reported: ~0.94),
   for each of ``--seeds`` seeds, in four variants, since the reference does not say

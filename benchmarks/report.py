@@ -31,6 +31,7 @@ __all__ = ["write_report", "select_groups", "task_table", "summarize", "REFERENC
 REFERENCES_PATH = Path(__file__).parent / "results" / "references.json"
 SHOWN_BUDGETS = (1000, 5000, 20000)
 RUN_FILE = "RUN.json"
+LOSS_FLOOR = 1e-9
 
 
 # --------------------------------------------------------------------------- selection
@@ -138,7 +139,7 @@ def _num(x: float) -> str:
         return "0"
     if abs(x) >= 1000 or abs(x) < 1e-3:
         return f"{x:.2e}"
-    return f"{x:.3g}"
+    return f"{x:.4g}"
 
 
 def _span(s: dict[str, float], fmt=_num) -> str:
@@ -216,7 +217,7 @@ def plot_task(task: str, groups: dict[tuple[str, str], list[dict]], path: str | 
     pairs = [p for p in _order(groups) if p[0] == task]
     if not pairs:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 4.5))
     cmap = plt.get_cmap("tab10")
     styles = ("-", "--", ":")
     for i, p in enumerate(pairs):
@@ -229,21 +230,24 @@ def plot_task(task: str, groups: dict[tuple[str, str], list[dict]], path: str | 
         width = 2.4 if p[1] == "tdopt" else 1.5
         for ax, key in zip(axes, ("test_acc", "train_loss"), strict=True):
             vals = np.array([[value_at(r, key, g) for g in grid] for r in recs], dtype=float)
+            if key == "train_loss":
+                vals = np.maximum(vals, LOSS_FLOOR)  # exact zeros (float32 underflow) on the log axis
             with np.errstate(all="ignore"):
                 med = np.nanmedian(vals, axis=0) if np.isfinite(vals).any() else vals[0]
                 lo, hi = np.nanmin(vals, axis=0), np.nanmax(vals, axis=0)
             ax.plot(grid, med, color=color, ls=style, lw=width, label=f"{p[1]} (n={len(recs)})")
             ax.fill_between(grid, lo, hi, color=color, alpha=0.15, lw=0)
     axes[0].set_ylabel("test accuracy (returned model)")
-    axes[1].set_ylabel("train loss (returned model)")
+    axes[1].set_ylabel(f"train loss (returned model; floored at {LOSS_FLOOR:g})")
     axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("loss evaluations (forward passes over the train set)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right")
     fig.suptitle(f"{task}: median over seeds, band = min–max", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -35,7 +35,7 @@ Storage (:class:`ResultStore`): ``results.jsonl`` in the output directory, one r
 line, appended and fsync'ed as each run finishes. A run is identified by
 ``(task, optimizer, seed, budget, config_hash)``; ``config_hash`` covers the protocol
 version, the effective hyperparameters and, for tdopt variants, a fingerprint of tdopt's
-source (for cma/sepcma the cmaes version), so that a code or default change re-runs.
+sources (for cma/sepcma the cmaes version), so that a code or default change re-runs.
 """
 
 from __future__ import annotations
@@ -81,18 +81,19 @@ TABLE_BUDGETS = (1000, 2000, 5000, 10000, 20000)
 THREADS = 1
 N_CHECKPOINTS = 100
 RESULTS_FILE = "results.jsonl"
-_TDOPT_SOURCES = ("_core.py", "optim.py", "functional.py", "topology.py")
+_TDOPT_NOT_ALGORITHM = ("tune.py",)
 
 
 # --------------------------------------------------------------------------- keys
 def tdopt_fingerprint() -> str:
-    """Hash of tdopt's algorithm sources (a change of the algorithm re-runs tdopt rows)."""
+    """Hash of tdopt's sources (every module but the tuning front end): an edit re-runs tdopt rows."""
     root = Path(tdopt.__file__).parent
     h = hashlib.sha256()
-    for name in _TDOPT_SOURCES:
-        path = root / name
-        h.update(name.encode())
-        h.update(path.read_bytes() if path.exists() else b"")
+    for path in sorted(root.glob("*.py")):
+        if path.name in _TDOPT_NOT_ALGORITHM:
+            continue
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -215,8 +216,9 @@ def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
         w0, c0 = time.perf_counter(), time.thread_time()
         m = task.measure(model)
         curve["evals"].append(method.evals)
-        curve["wall_s"].append(w0 - loop_wall - measure_wall)
-        for k in ("train_loss", "train_acc", "test_acc"):
+        curve["wall_s"].append(round(w0 - loop_wall - measure_wall, 4))
+        curve["train_loss"].append(_float32(m["train_loss"]))  # the loss is float32: 9 digits are exact
+        for k in ("train_acc", "test_acc"):
             curve[k].append(m[k])
         try:
             if report is not None and method.evals > 0:
@@ -266,6 +268,11 @@ def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
         "protocol": PROTOCOL,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _float32(x: float) -> float:
+    """A float32 value with the shortest decimal that round-trips in float32 (9 significant digits)."""
+    return float(f"{x:.9g}")
 
 
 def _num(x: float) -> float | int:

@@ -21,6 +21,7 @@ def __getattr__(name: str):
         return importlib.import_module(".tune", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "TDOpt",
     "PopulationLoss",

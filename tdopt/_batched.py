@@ -24,6 +24,7 @@ back to ``vmap`` over ``functional_call``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -84,7 +85,7 @@ def _global_hooks() -> bool:
 
 def signature(model: nn.Module, x: Tensor) -> tuple:
     """What a plan depends on: module identities, training flags, hooks, input layout."""
-    mods = tuple((id(m), m.training, _has_hooks(m)) for m in model.modules())
+    mods = tuple((id(m), type(m), m.training, _has_hooks(m)) for m in model.modules())
     params = tuple((id(p), p.dtype, p.shape) for p in model.parameters())
     return mods, params, x.dim(), tuple(x.shape[1:]), x.dtype, x.device
 
@@ -135,6 +136,12 @@ def loss_kind(loss_fn: Callable[..., Tensor], targets: object, n: int, classes: 
     return None
 
 
+# Activations of one tile of samples are kept within about this many bytes, so that a
+# layer's output is still in the core's L2 cache when the next operation reads it.
+TILE_BYTES = 512 * 1024
+MIN_TILE = 64
+
+
 class Plan:
     """A ``Sequential`` of ``Linear`` + elementwise layers, ready to run for ``N`` members."""
 
@@ -144,9 +151,11 @@ class Plan:
         self.parameter_names = {s.weight for s in steps if isinstance(s, _Linear)} | {
             s.bias for s in steps if isinstance(s, _Linear) and s.bias is not None
         }
+        self.width = max([s.out_features for s in steps if isinstance(s, _Linear)]) + 1
         self._last = max(i for i, s in enumerate(steps) if isinstance(s, _Linear))
         self._buffers: dict[tuple, Tensor] = {}
         self._targets: tuple | None = None
+        self._tiles: dict[tuple[int, int, int], tuple[int, int]] = {}
 
     def depends_on(self, names: set[str]) -> bool:
         """Whether some Linear layer's parameter is among ``names`` (member-dependent)."""
@@ -156,10 +165,12 @@ class Plan:
     def _buffer(
         self, tag: str, shape: tuple[int, ...], like: Tensor, init: Callable[[Tensor], object] | None = None
     ) -> Tensor:
-        """A buffer kept between calls; ``init`` runs on a freshly allocated one only."""
-        key = (tag, like.device, like.dtype)
+        """A buffer kept between calls (one per tag and shape); ``init`` runs on a new one only."""
+        key = (tag, shape, like.device, like.dtype)
         buf = self._buffers.get(key)
-        if buf is None or buf.shape != shape:
+        if buf is None:
+            if len(self._buffers) > 64:  # shapes keep changing (e.g. varying N): start afresh
+                self._buffers.clear()
             buf = self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
             if init is not None:
                 init(buf)
@@ -181,84 +192,174 @@ class Plan:
             aug[..., :out_f, in_f] = bias
         return aug
 
-    # ------------------------------------------------------------------ forward
-    def forward(self, values: Mapping[str, Tensor], swept: set[str], x: Tensor, members: int, layout: str) -> Tensor:
-        """All members' outputs: ``(N, C, n)`` (``layout="features"``) or ``(N, n, C)``.
-
-        ``values``: every parameter by name, ``(N, *shape)`` when its name is in ``swept``;
-        at least one Linear parameter must be swept (see :meth:`depends_on`).
-        """
-        n = x.shape[0]
-        h = self._buffer("input", (x.shape[1] + 1, n), x, lambda buf: buf[-1].fill_(1))  # (f + 1, n) or (N, f + 1, n)
-        h[:-1] = x.T
-        shared, features = True, x.shape[1]
+    def _weights(self, values: Mapping[str, Tensor], swept: set[str], members: int) -> list[tuple[Tensor, bool] | None]:
+        """Per step: the augmented weight and whether it is per member (``None`` for activations)."""
+        out: list[tuple[Tensor, bool] | None] = []
         for i, step in enumerate(self.steps):
             if isinstance(step, _Act):
-                after_last = i > self._last
-                if after_last and layout == "samples":
-                    block = h
-                else:
-                    block = h if (step.keeps_one or after_last) else h[..., :features, :]
-                if step.inplace is not None:
-                    step.inplace(step.module, block)
-                else:
-                    block.copy_(step.module(block))
+                out.append(None)
                 continue
             weight = values[step.weight]
             bias = None if step.bias is None else values[step.bias]
             batched = step.weight in swept or (step.bias is not None and step.bias in swept)
-            unit = i != self._last
-            rows = step.out_features + int(unit)
             if batched:
                 if step.weight not in swept:
                     weight = weight.expand(members, *weight.shape)
                 if bias is not None and step.bias not in swept:
                     bias = bias.expand(members, *bias.shape)
-                aug = self._augmented(f"w{i}", weight, bias, unit, members)
-            else:
-                aug = self._augmented(f"w{i}", weight, bias, unit, None)
+            out.append((self._augmented(f"w{i}", weight, bias, i != self._last, members if batched else None), batched))
+        return out
+
+    def _input(self, x: Tensor) -> Tensor:
+        """``[x^T; 1]``: the input, feature-major, with the row of ones, ``(in + 1, n)``."""
+        h = self._buffer("input", (x.shape[1] + 1, x.shape[0]), x, lambda buf: buf[-1].fill_(1))
+        h[:-1] = x.T
+        return h
+
+    def tiles(self, n: int, members: int, itemsize: int) -> tuple[int, int]:
+        """``(count, width)``: tiles of samples whose activations fit in about
+        :data:`TILE_BYTES`; equal widths (``count * width == n``) when a divisor of ``n`` is
+        near the ideal width, else ``width == 0`` (uneven tiles, see :meth:`_bounds`)."""
+        key = (n, members, itemsize)
+        if key not in self._tiles:
+            target = max(MIN_TILE, TILE_BYTES // max(1, members * self.width * itemsize))
+            best = (0.0, 1) if n <= target else None
+            for width in range(max(1, target // 2), min(n, 2 * target) + 1) if best is None else ():
+                if n % width == 0:
+                    error = abs(math.log(width / target))
+                    if best is None or error < best[0]:
+                        best = (error, n // width)
+            self._tiles[key] = (best[1], n // best[1]) if best else (max(1, round(n / target)), 0)
+        return self._tiles[key]
+
+    @staticmethod
+    def _bounds(n: int, count: int) -> list[tuple[int, int]]:
+        bounds = [round(k * n / count) for k in range(count + 1)]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    # ------------------------------------------------------------------ forward
+    def _run(
+        self,
+        weights: list[tuple[Tensor, bool] | None],
+        h: Tensor,
+        members: int,
+        layout: str,
+        tag: str,
+        final: Tensor | None = None,
+    ) -> Tensor:
+        """Outputs for the input columns ``h (in + 1, w)``: ``(N, C, w)`` or ``(N, w, C)``;
+        written into ``final`` (contiguous ``(N, C, w)``) when given."""
+        w = h.shape[-1]
+        shared, features = True, h.shape[0] - 1
+        for i, step in enumerate(self.steps):
+            if isinstance(step, _Act):
+                # (after the last Linear there is no row of ones, whatever the layout)
+                block = h if (step.keeps_one or i > self._last) else h[..., :features, :]
+                if step.inplace is not None:
+                    step.inplace(step.module, block)
+                else:
+                    block.copy_(step.module(block))
+                continue
+            aug, batched = weights[i]
+            rows = aug.shape[-2]
             if shared and not batched:
-                h = torch.mm(aug, h, out=self._buffer(f"h{i}", (rows, n), h))
+                h = torch.mm(aug, h, out=self._buffer(f"h{i}{tag}", (rows, w), h))
             elif i == self._last and layout == "samples":
                 a = aug if batched else aug.expand(members, *aug.shape)
                 hb = h if not shared else h.expand(members, *h.shape)
-                h = torch.bmm(hb.transpose(1, 2), a.transpose(1, 2), out=self._buffer(f"h{i}", (members, n, rows), h))
+                h = torch.bmm(
+                    hb.transpose(1, 2), a.transpose(1, 2), out=self._buffer(f"h{i}{tag}", (members, w, rows), h)
+                )
             elif shared:  # the first member-dependent layer: one GEMM for the whole population
-                out = self._buffer(f"h{i}", (members * rows, n), h)
-                h = torch.mm(aug.view(members * rows, aug.shape[-1]), h, out=out).view(members, rows, n)
+                out = (
+                    final
+                    if final is not None and i == self._last
+                    else self._buffer(f"h{i}{tag}", (members, rows, w), h)
+                )
+                torch.mm(aug.view(members * rows, aug.shape[-1]), h, out=out.view(members * rows, w))
+                h = out
             else:
-                out = self._buffer(f"h{i}", (members, rows, n), h)
+                out = (
+                    final
+                    if final is not None and i == self._last
+                    else self._buffer(f"h{i}{tag}", (members, rows, w), h)
+                )
                 h = torch.bmm(aug if batched else aug.expand(members, *aug.shape), h, out=out)
             shared = shared and not batched
             features = step.out_features
         return h
 
-    def _prepared_targets(self, kind: str, targets: Tensor, classes: int, like: Tensor) -> Tensor:
-        """Targets in the feature-major layout: one-hot ``(C, n)`` or ``(C, n)`` values (cached)."""
-        key = (kind, id(targets), targets._version, targets.data_ptr(), like.dtype, like.device)
-        if self._targets is None or self._targets[0] != key:
-            if kind == "cross_entropy":
-                prepared = F.one_hot(targets, classes).T.to(like.dtype)
-            else:
-                prepared = targets.T.to(like.dtype)
-            self._targets = (key, prepared.to(like.device).contiguous())
-        return self._targets[1]
+    def outputs(self, values: Mapping[str, Tensor], swept: set[str], x: Tensor, members: int) -> Tensor:
+        """All members' outputs ``(N, n, C)`` (a reused buffer: copy what you keep).
 
-    def losses(self, out: Tensor, kind: str, reduction: str, targets: Tensor) -> Tensor:
-        """Per-member losses ``(N,)`` of feature-major outputs ``(N, C, n)``."""
-        classes, n = out.shape[1:]
-        prepared = self._prepared_targets(kind, targets, classes, out)
+        ``values``: every parameter by name, ``(N, *shape)`` when its name is in ``swept``;
+        at least one Linear parameter must be swept (see :meth:`depends_on`).
+        """
+        return self._run(self._weights(values, swept, members), self._input(x), members, "samples", "")
+
+    def losses(
+        self,
+        values: Mapping[str, Tensor],
+        swept: set[str],
+        x: Tensor,
+        members: int,
+        kind: str,
+        reduction: str,
+        targets: Tensor,
+    ) -> Tensor:
+        """Per-member losses ``(N,)`` for a loss recognised by :func:`loss_kind`, computed a
+        tile of samples at a time. With equal tiles the outputs of all tiles go into one
+        buffer and the loss runs once over it; otherwise once per tile, the sums added up."""
+        weights = self._weights(values, swept, members)
+        h = self._input(x)
+        n, classes = x.shape[0], self.out_features
+        count, width = self.tiles(n, members, x.element_size())
+        if width:
+            outs = self._buffer("outs", (count, members, classes, width), h)
+            for k in range(count):
+                self._run(weights, h[:, k * width : (k + 1) * width], members, "features", f"/{width}", outs[k])
+            total = self._tiles_loss(outs, kind, self._prepared_targets(kind, targets, classes, h, 0, count, width))
+        else:
+            total = None
+            for start, stop in self._bounds(n, count):
+                out = self._run(weights, h[:, start:stop], members, "features", f"/{stop - start}")
+                prepared = self._prepared_targets(kind, targets, classes, h, start, 1, stop - start)
+                part = self._tiles_loss(out[None], kind, prepared)
+                total = part if total is None else total.add_(part)
+        if reduction == "mean":
+            total = total / (n * classes if kind == "mse" else n)
+        return total
+
+    def _prepared_targets(
+        self, kind: str, targets: Tensor, classes: int, like: Tensor, start: int, count: int, width: int
+    ) -> Tensor:
+        """Targets of samples ``start .. start + count * width`` tile-major and feature-major,
+        ``(count, C, width)``: the one-hot (cross-entropy) or the values (MSE). Cached."""
+        # The cache holds the targets tensor itself: identity (not id(), which a new tensor can
+        # reuse once the old one is freed) plus its version counter detect a change.
+        key = (kind, targets._version, like.dtype, like.device)
+        if self._targets is None or self._targets[0] is not targets or self._targets[1] != key:
+            self._targets = (targets, key, {})
+        cache = self._targets[2]
+        if (start, count, width) not in cache:
+            part = targets[start : start + count * width]
+            part = F.one_hot(part, classes) if kind == "cross_entropy" else part  # (count * width, C)
+            part = part.reshape(count, width, classes).transpose(1, 2)
+            cache[(start, count, width)] = part.to(device=like.device, dtype=like.dtype).contiguous()
+        return cache[(start, count, width)]
+
+    def _tiles_loss(self, outs: Tensor, kind: str, prepared: Tensor) -> Tensor:
+        """Per-member sums over all samples ``(N,)``; ``outs (K, N, C, w)``, ``prepared (K, C, w)``."""
+        count, members, classes, w = outs.shape
         if kind == "mse":
-            diff = torch.sub(out, prepared, out=self._buffer("diff", out.shape, out))
-            total = diff.square_().sum(dim=(1, 2))
-            return total / (classes * n) if reduction == "mean" else total
+            diff = torch.sub(outs, prepared[:, None], out=self._buffer("diff", outs.shape, outs))
+            return diff.square_().sum(dim=(2, 3)).sum(dim=0)
         # cross entropy per sample: log(sum_c exp(o_c - m)) - (o_target - m), m = max_c o_c. Both
         # terms are >= 0, so summing them separately over the samples loses no precision.
-        members = out.shape[0]
-        shifted = torch.sub(out, out.amax(dim=1, keepdim=True), out=self._buffer("shifted", out.shape, out))
-        picked = torch.mv(shifted.view(members, classes * n), prepared.view(classes * n))  # sum_n (o_t - m)
-        total = shifted.exp_().sum(dim=1).log_().sum(dim=1).sub_(picked)
-        return total / n if reduction == "mean" else total
+        shifted = torch.sub(outs, outs.amax(dim=2, keepdim=True), out=self._buffer("shifted", outs.shape, outs))
+        picked = torch.bmm(shifted.view(count, members, classes * w), prepared.view(count, classes * w, 1))
+        lse = shifted.exp_().sum(dim=2).log_().sum(dim=2)  # (K, N)
+        return lse.sub_(picked.view(count, members)).sum(dim=0)
 
 
 def build_plan(model: nn.Module, inputs: tuple[object, ...]) -> tuple[Plan | None, str]:

@@ -75,7 +75,7 @@ class PopulationLoss:
         self.method = method
         self.last_method: str | None = None
         self._plan: tuple[tuple, _batched.Plan | None, str] | None = None
-        self._loss_kind: tuple[tuple, tuple[str, str] | None] | None = None
+        self._loss_kind: tuple | None = None
         self._vmap_failed = False
 
     def __call__(self) -> Tensor:
@@ -168,11 +168,14 @@ class PopulationLoss:
         return plan, ""
 
     def _kind(self, classes: int, n: int) -> tuple[str, str] | None:
-        t = self.targets
-        key = (id(self.loss_fn), id(t), getattr(t, "_version", None), classes, n)
-        if self._loss_kind is None or self._loss_kind[0] != key:
-            self._loss_kind = (key, _batched.loss_kind(self.loss_fn, t, n, classes))
-        return self._loss_kind[1]
+        """The recognised loss, cached while ``loss_fn`` and ``targets`` stay the same objects
+        (held here, so their ids cannot be reused) and the targets are not modified in place."""
+        fn, t = self.loss_fn, self.targets
+        key = (getattr(t, "_version", None), classes, n)
+        cached = self._loss_kind
+        if cached is None or cached[0] is not fn or cached[1] is not t or cached[2] != key:
+            self._loss_kind = cached = (fn, t, key, _batched.loss_kind(fn, t, n, classes))
+        return cached[3]
 
     def _evaluate_batched(
         self, plan: _batched.Plan, swept: dict[str, Tensor], fixed: dict[str, Tensor], members: int
@@ -181,9 +184,8 @@ class PopulationLoss:
         kind = self._kind(plan.out_features, x.shape[0])
         values = {**fixed, **swept}
         if kind is not None:
-            out = plan.forward(values, set(swept), x, members, "features")
-            return plan.losses(out, kind[0], kind[1], self.targets)
-        out = plan.forward(values, set(swept), x, members, "samples")  # (N, n, C)
+            return plan.losses(values, set(swept), x, members, kind[0], kind[1], self.targets)
+        out = plan.outputs(values, set(swept), x, members)  # (N, n, C)
         try:
             losses = torch.vmap(self.loss_fn, in_dims=(0, None))(out, self.targets)
         except Exception:  # a loss vmap cannot batch: one call per member

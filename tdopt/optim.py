@@ -379,6 +379,14 @@ class TDOpt(Optimizer):
         return int(self._counter("component_size", 0))
 
     @property
+    def next_evaluations(self) -> int:
+        """Loss evaluations the next :meth:`step` will make (lets a caller keep to a budget)."""
+        layout = self._layout()
+        config = self._make_config(self.defaults)
+        state, _ = self._core_state(layout, config)
+        return _core.num_evaluations(state, config)
+
+    @property
     def best_loss(self) -> float:
         """The incumbent's loss (+inf before any finite loss)."""
         return float(self._counter("best_loss", math.inf))

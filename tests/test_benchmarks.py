@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import tdopt
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks package
 
 from benchmarks import __main__ as cli  # noqa: E402
@@ -100,13 +102,14 @@ def test_each_optimizer_runs_end_to_end(optimizer):
 
 def test_tdopt_options_and_hash():
     opts = effective_options("tdopt")
-    assert opts["lr"] == HYPERPARAMS["tdopt"]["lr"] and opts["popsize"] == HYPERPARAMS["tdopt"]["popsize"]
+    defaults = tdopt.TDOpt([torch.zeros(1, requires_grad=True)], seed=0).defaults
+    assert opts["lr"] == defaults["lr"] and opts["popsize"] == defaults["popsize"]  # tdopt runs at its defaults
     assert "radius" in opts and "seed" not in opts  # TDOpt's defaults filled in
     assert effective_options("tdopt-noavg")["average"] is False
     assert effective_options("tdopt-tuned", TUNED)["popsize"] == 8
     with pytest.raises(ValueError, match="unknown options"):
         effective_options("sgd", {"nope": 1})
-    assert runner.config_hash("tdopt", opts) != runner.config_hash("tdopt", {**opts, "lr": 0.3})
+    assert runner.config_hash("tdopt", opts) != runner.config_hash("tdopt", {**opts, "lr": 0.7})
 
 
 def test_run_one_reproducible_and_report_exception_propagates():

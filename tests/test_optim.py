@@ -391,3 +391,14 @@ def test_population_loss_gives_the_same_trajectory_as_the_closure_loop():
     assert loop_hist == pytest.approx(vec_hist, rel=1e-10)
     for a, b in zip(loop_params, vec_params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(reevaluate=True), dict(mode="population")])
+def test_next_evaluations_predicts_the_closure_calls(kwargs):
+    params, closure = quadratic_problem()
+    opt = TDOpt(params, popsize=6, seed=0, **kwargs)
+    for _ in range(4):
+        predicted = opt.next_evaluations
+        before = opt.evaluations
+        opt.step(closure)
+        assert opt.evaluations - before == predicted

@@ -149,6 +149,48 @@ def test_batched_path_float32_and_chunks_and_no_aliasing():
         assert torch.equal(first, kept)  # the returned losses are not views of reused buffers
 
 
+@pytest.mark.parametrize("n", [500, 499])  # equal tiles, and uneven ones (499 is prime)
+@pytest.mark.parametrize("loss_fn", [F.cross_entropy, F.mse_loss])
+def test_batched_path_tiles_of_samples(monkeypatch, n, loss_fn):
+    from tdopt import _batched
+
+    monkeypatch.setattr(_batched, "TILE_BYTES", 20_000)  # many tiles
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 12), nn.Tanh(), nn.Linear(12, 4), nn.Sigmoid()).double()
+    x, y, yr = _data(n=n)
+    targets = yr if loss_fn is F.mse_loss else y
+    layout, rows = _population(model, members=11)
+    loss = tdopt.PopulationLoss(model, loss_fn, x, targets)
+    with torch.no_grad():
+        got = loss.evaluate(layout.unflatten_batch(rows))
+    plan = loss._plan[1]
+    count, width = plan.tiles(n, 11, 8)
+    assert count > 3 and (width > 0) == (n == 500)
+    torch.testing.assert_close(got, _reference(model, layout, rows, loss_fn, x, targets), rtol=1e-11, atol=1e-12)
+
+
+def test_batched_path_follows_new_minibatches_and_in_place_changes():
+    """Caches (recognised loss, one-hot targets, buffers) must notice new or modified data,
+    even when a new batch tensor reuses the freed one's memory and id."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 4)).double()
+    layout, rows = _population(model)
+    loss = tdopt.PopulationLoss(model, F.cross_entropy, *_data(n=10)[:2])
+    for step in range(6):
+        g = torch.Generator().manual_seed(step)
+        n = 40 if step % 2 else 64  # batch sizes change too
+        loss.inputs = (torch.randn(n, 3, generator=g, dtype=torch.float64),)
+        loss.targets = torch.randint(0, 4, (n,), generator=g)
+        with torch.no_grad():
+            got = loss.evaluate(layout.unflatten_batch(rows))
+        torch.testing.assert_close(got, _reference(model, layout, rows, F.cross_entropy, loss.inputs[0], loss.targets))
+        loss.targets[:] = (loss.targets + 1) % 4  # in place: bumps the version counter
+        with torch.no_grad():
+            got = loss.evaluate(layout.unflatten_batch(rows))
+        torch.testing.assert_close(got, _reference(model, layout, rows, F.cross_entropy, loss.inputs[0], loss.targets))
+        assert loss.last_method == "batched"
+
+
 def test_batched_method_explains_why_it_cannot_run():
     x, y, _ = _data()
     loss = tdopt.PopulationLoss(Residual().double(), F.cross_entropy, x, y, method="batched")
