@@ -1,0 +1,116 @@
+"""Regenerate README.md's results section from the committed result files (never typed by hand).
+
+    python -m benchmarks.readme          # rewrite the section between the markers
+    python -m benchmarks.readme --check  # exit 1 when README.md is out of date
+
+Sources: ``benchmarks/results/full/SUMMARY.md`` (or ``quick/`` when no full run exists),
+``benchmarks/results/ablation/ABLATION.md`` and the tuned config ``results/tuned/two-moons.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+ABLATION_ROWS = ("default", "no averaging (ablation)", "population mode (literal rule)")
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def benchmark_section() -> str:
+    run = RESULTS / "full" if (RESULTS / "full" / "SUMMARY.md").exists() else RESULTS / "quick"
+    summary = (run / "SUMMARY.md").read_text().strip()
+    summary = summary.replace("](RESULTS.md)", f"]({_rel(run / 'RESULTS.md')})")
+    plots = sorted(run.glob("*.png"))
+    lines = [f"### Benchmark ({run.name} run: `{_rel(run / 'results.jsonl')}`)", "", summary, ""]
+    lines += [f"![{p.stem}]({_rel(p)})" for p in plots[:2]]
+    lines += ["", f"Every table, curve and timing (with the machine and thread count): [{_rel(run / 'RESULTS.md')}]"
+              f"({_rel(run / 'RESULTS.md')}); how it is run: [benchmarks/README.md](benchmarks/README.md)."]
+    return "\n".join(lines)
+
+
+def ablation_section() -> str:
+    path = RESULTS / "ablation" / "ABLATION.md"
+    rows = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    header, body = rows[:2], rows[2:]
+    kept = [r for r in body if r.split("|")[3].strip() in ABLATION_ROWS]
+    return "\n".join(
+        [
+            "### Does the averaging help? (ablation)",
+            "",
+            "Evaluations until the test accuracy first reaches 0.99 (one = one forward pass over the training set),"
+            " with TDOpt's defaults and with the consensus averaging switched off; the literal rule of the brief"
+            " (`mode=\"population\"`) for comparison. Accuracy under Gaussian weight noise measures how robust the"
+            f" solution is. All variants: [{_rel(path)}]({_rel(path)}).",
+            "",
+            *header,
+            *kept,
+        ]
+    )
+
+
+def tuning_section() -> str:
+    path = RESULTS / "tuned" / "two-moons.json"
+    if not path.exists():
+        return ""
+    config = json.loads(path.read_text())
+    tuned = {k: config["options"][k] for k in config.get("tuned_options", config["options"])}
+    lines = ["### Tuned radius (Optuna)", "", f"`{_rel(path)}`: best of {config.get('trials', '?')} trials, "
+             f"tuned options `{json.dumps(tuned)}`, objective value {config.get('value', float('nan')):.4g}."]
+    validation = config.get("validation")
+    if validation:
+        seeds = validation["seeds"]
+        lines += [
+            "",
+            f"Held-out seeds {seeds[0]}..{seeds[-1]} (no trial used them), budget {validation['budget']} evaluations:",
+            "",
+            "| options | median train loss | mean test accuracy |",
+            "|---|---|---|",
+        ]
+        for name in ("tuned", "tdopt-default"):
+            row = validation[name]
+            lines.append(f"| {name} | {row['median_train_loss']:.3g} | {row['mean_test_acc']:.4f} |")
+    return "\n".join(lines)
+
+
+def section() -> str:
+    parts = [benchmark_section(), ablation_section(), tuning_section()]
+    parts.append(
+        "Performance (vectorised evaluation, topology cost, CMA-ES comparison): [docs/performance.md]"
+        "(docs/performance.md). Distributed evaluation: [benchmarks/results/distributed/README.md]"
+        "(benchmarks/results/distributed/README.md)."
+    )
+    return "\n\n".join(p for p in parts if p)
+
+
+def render(readme: str) -> str:
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{section()}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
+    args = parser.parse_args(argv)
+    path = ROOT / "README.md"
+    current = path.read_text()
+    new = render(current)
+    if args.check:
+        if new != current:
+            print("README.md results section is out of date: run python -m benchmarks.readme", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
