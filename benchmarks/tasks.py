@@ -200,11 +200,35 @@ def _sum_mod_mlp() -> Task:
     )
 
 
+@functools.cache
+def digits_data() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's shipped 8x8 digits (1797 images, no download), pixels scaled to [0, 1],
+    stratified 50/50 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = train_test_split(x / 16.0, y, test_size=0.5, stratify=y, random_state=0)
+    return _tensors(x_tr, y_tr, x_te, y_te)
+
+
+def _digits() -> Task:
+    return Task(
+        "digits",
+        "sklearn load_digits (1797 8x8 images, 10 classes), pixels / 16, stratified 50/50 split; MLP 64-32-10",
+        *digits_data(),
+        model_factory=lambda: mlp([64, 32, 10]),
+        model_name="MLP 64-32-10 (ReLU)",
+        target_acc=0.95,
+    )
+
+
 _BUILDERS: dict[str, Callable[[], Task]] = {
     "two-moons": _two_moons,
     "two-moons-step": _two_moons_step,
     "sum-mod-tiny": _sum_mod_tiny,
     "sum-mod-mlp": _sum_mod_mlp,
+    "digits": _digits,
 }
 TASK_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 

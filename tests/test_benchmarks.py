@@ -31,9 +31,16 @@ TUNED = {"lr": 0.2, "popsize": 8}
 
 # --------------------------------------------------------------------------- tasks
 def test_task_names():
-    assert TASK_NAMES == ("two-moons", "two-moons-step", "sum-mod-tiny", "sum-mod-mlp")
+    assert TASK_NAMES == ("two-moons", "two-moons-step", "sum-mod-tiny", "sum-mod-mlp", "digits")
     with pytest.raises(ValueError, match="unknown task"):
         get_task("nope")
+
+
+def test_digits_task_sizes():
+    task = get_task("digits")
+    assert task.x_train.shape == (898, 64) and task.x_test.shape == (899, 64) and task.n_classes == 10
+    assert float(task.x_train.min()) >= 0.0 and float(task.x_train.max()) <= 1.0
+    assert task.num_params() == 64 * 32 + 32 + 32 * 10 + 10
 
 
 @pytest.mark.parametrize("name", ["two-moons", "two-moons-step"])
