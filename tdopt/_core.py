@@ -28,6 +28,7 @@ never the incumbent.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,9 +151,9 @@ def init(x0: Tensor, config: Config) -> State:
 
 def _representatives(state: State, config: Config) -> Tensor:
     """Indices of the members whose losses the next candidates re-measure (one per group)."""
-    first = _first_of_each_group(state.groups)
     if config.mode == "centre":
-        return first[:0]
+        return state.groups[:0]
+    first = _first_of_each_group(state.groups)
     if config.reevaluate:
         return first
     return first[torch.isnan(state.losses[first])]
@@ -198,12 +199,14 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
         noise = torch.stack([noise, -noise], dim=1).reshape(p, d)
     step = torch.as_tensor(sigma, dtype=pop.dtype, device=pop.device) * state.sigma_scale
     parents = state.centre[None] if config.mode == "centre" else pop
-    children = parents + step * noise
+    children = noise.mul_(step).add_(parents)  # in place: no extra (P, D) copies
     if config.mode == "centre" and not torch.isnan(state.consensus).any():
         children[0] = state.consensus
     rows = [state.best[None]] if _measures_incumbent(state, config) else []
-    rows += [pop[_representatives(state, config)], children]
-    return torch.cat(rows, dim=0)
+    reps = _representatives(state, config)
+    if reps.numel():
+        rows.append(pop.index_select(0, reps))
+    return torch.cat([*rows, children], dim=0) if rows else children
 
 
 def sanitize(losses: Tensor) -> Tensor:
@@ -283,7 +286,8 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
     """
     p, d = children.shape
     order = torch.argsort(losses, stable=True)
-    selected, selected_losses = children[order[: p // 2]], losses[order[: p // 2]]
+    population = children.index_select(0, order)
+    selected, selected_losses = population[: p // 2], losses[order[: p // 2]]
     best, best_loss = _update_incumbent(state, selected[0], selected_losses[0])
 
     radius, members = math.nan, torch.zeros(1, dtype=torch.long, device=children.device)
@@ -308,7 +312,7 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
     exponent = config.adapt_rate * (c / damping) * (float(path.norm()) / chi_d - 1.0)
     scale = min(max(state.sigma_scale * math.exp(exponent), 1e-12), 1e12)
     return state._replace(
-        population=children[order],
+        population=population,
         losses=losses[order],
         best=best,
         best_loss=best_loss,
@@ -390,14 +394,18 @@ def _rep_position(groups: Tensor, reps: Tensor) -> Tensor:
     return position[groups]
 
 
+@functools.lru_cache(maxsize=256)
+def _base_weights(k: int, weighting: str) -> Tensor:
+    """Averaging weights ``(k,)`` in float64 on the CPU (cached: called every step)."""
+    if weighting == "uniform":
+        return torch.full((k,), 1.0 / k, dtype=torch.float64)
+    w = (math.log(k + 0.5) - torch.log(torch.arange(1, k + 1, dtype=torch.float64))).clamp_min(0.0)
+    return w / w.sum()
+
+
 def _component_weights(k: int, weighting: str, like: Tensor) -> Tensor:
     """Averaging weights ``(k,)`` for loss-sorted members: uniform or log-rank (CMA-style)."""
-    if weighting == "uniform":
-        return torch.full((k,), 1.0 / k, dtype=like.dtype, device=like.device)
-    ranks = torch.arange(1, k + 1, dtype=torch.float64)
-    w = math.log(k + 0.5) - torch.log(ranks)
-    w = w.clamp_min(0.0)
-    return (w / w.sum()).to(dtype=like.dtype, device=like.device)
+    return _base_weights(k, weighting).to(dtype=like.dtype, device=like.device)
 
 
 def minimize(

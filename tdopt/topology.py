@@ -132,14 +132,19 @@ def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _edge_lengths(points: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """``|x_lo - x_hi|`` per edge, in the points' dtype, a slice of edges at a time."""
+    """``|x_lo - x_hi|`` per edge, in the points' dtype, a slice of edges at a time.
+
+    ``index_select`` rather than ``points[lo]``: with advanced indexing, slices of a large
+    population left the process holding about the population's size in freed memory."""
     rows = max(1, _SLICE_ELEMENTS // max(points.shape[1], 1))
     norm = torch.linalg.vector_norm  # what Tensor.norm(dim=1) calls, minus its Python layers
-    if lo.numel() <= rows:
-        return norm(points[lo] - points[hi], dim=1)
-    return torch.cat(
-        [norm(points[lo[i : i + rows]] - points[hi[i : i + rows]], dim=1) for i in range(0, lo.numel(), rows)]
-    )
+    parts = [
+        norm(points.index_select(0, lo[i : i + rows]) - points.index_select(0, hi[i : i + rows]), dim=1)
+        for i in range(0, lo.numel(), rows)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat(parts) if parts else points.new_empty(0)
 
 
 def minimum_spanning_tree(points: Tensor) -> SpanningTree:

@@ -352,9 +352,10 @@ def test_topology_on_cuda_matches_cpu(dtype):
     gpu = topology.minimum_spanning_tree(pts.cuda())
     assert gpu.lengths.device.type == "cuda"
     torch.testing.assert_close(cpu.lengths, gpu.lengths.cpu(), rtol=1e-5, atol=1e-5)
-    labels = topology.components(pts.cuda(), float(cpu.lengths[150]), gpu)
+    radius = float(cpu.lengths[150] + cpu.lengths[151]) / 2  # away from any edge length
+    labels = topology.components(pts.cuda(), radius, gpu)
     assert labels.device.type == "cuda"
-    assert torch.equal(labels.cpu(), topology.components(pts, float(cpu.lengths[150]), cpu))
+    assert torch.equal(labels.cpu(), topology.components(pts, radius, cpu))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
