@@ -3,7 +3,7 @@
     python -m benchmarks.readme          # rewrite the section between the markers
     python -m benchmarks.readme --check  # exit 1 when README.md is out of date
 
-Sources: ``benchmarks/results/full/SUMMARY.md`` (or ``quick/`` when no full run exists),
+Sources: ``benchmarks/results/full/SUMMARY.md`` (or ``quick/`` when no full run exists), ``digits/``,
 ``benchmarks/results/ablation/ABLATION.md`` and the tuned config ``results/tuned/two-moons.json``.
 """
 
@@ -34,6 +34,27 @@ def benchmark_section() -> str:
     lines += ["", f"Every table, curve and timing (with the machine and thread count): [{_rel(run / 'RESULTS.md')}]"
               f"({_rel(run / 'RESULTS.md')}); how it is run: [benchmarks/README.md](benchmarks/README.md)."]
     return "\n".join(lines)
+
+
+def digits_section() -> str:
+    run = RESULTS / "digits"
+    if not (run / "table-digits.md").exists():
+        return ""
+    table = (run / "table-digits.md").read_text().strip().splitlines()
+    table = [line for line in table if not line.startswith("#")]
+    return "\n".join(
+        [
+            "### A bigger shipped data set: digits",
+            "",
+            "scikit-learn's `load_digits` (no download), MLP 64-32-10 (D = 2410), 5 seeds; run with "
+            "`python -m benchmarks --tasks digits --optimizers tdopt,tdopt-noavg,sepcma,openai-es,adam,sgd,random "
+            "--seeds 5 --budget 10000 --out benchmarks/results/digits` (full CMA-ES is left out: O(D^3) per sample).",
+            "",
+            *table,
+            "",
+            f"![digits]({_rel(run / 'digits.png')})",
+        ]
+    )
 
 
 def ablation_section() -> str:
@@ -81,7 +102,7 @@ def tuning_section() -> str:
 
 
 def section() -> str:
-    parts = [benchmark_section(), ablation_section(), tuning_section()]
+    parts = [benchmark_section(), digits_section(), ablation_section(), tuning_section()]
     parts.append(
         "Performance (vectorised evaluation, topology cost, CMA-ES comparison): [docs/performance.md]"
         "(docs/performance.md). Distributed evaluation: [benchmarks/results/distributed/README.md]"
