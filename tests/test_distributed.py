@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import runpy
+import signal
 import socket
 import subprocess
 import sys
@@ -223,8 +224,28 @@ def _env(port: int) -> dict[str, str]:
     return env
 
 
+# torch's gloo backend occasionally aborts a process at teardown ("terminate called without an active
+# exception", SIGABRT) after all of its work is done: about 1 launch in 30 here. Such a launch is retried
+# once; any other failure fails the test.
+TEARDOWN_ABORT_RETRIES = 1
+
+
 def _launch(out_dir: Path, names: list[str]) -> dict[int, dict]:
     """Run the scenarios ``names`` on WORLD ranks; their results by rank."""
+    for attempt in range(TEARDOWN_ABORT_RETRIES + 1):
+        try:
+            return _launch_once(out_dir, names)
+        except _TeardownAbort:
+            if attempt == TEARDOWN_ABORT_RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _TeardownAbort(AssertionError):
+    """A rank was killed by SIGABRT (see TEARDOWN_ABORT_RETRIES)."""
+
+
+def _launch_once(out_dir: Path, names: list[str]) -> dict[int, dict]:
     port = _free_port()
     procs = []
     for rank in range(WORLD):
@@ -243,6 +264,8 @@ def _launch(out_dir: Path, names: list[str]) -> dict[int, dict]:
     try:
         for rank, proc in enumerate(procs):
             outputs[rank] = proc.communicate(timeout=90)[0]
+            if proc.returncode == -signal.SIGABRT:
+                raise _TeardownAbort(f"rank {rank} aborted:\n{outputs[rank]}")
             assert proc.returncode == 0, f"rank {rank} failed:\n{outputs[rank]}"
     finally:
         for proc in procs:
@@ -344,6 +367,15 @@ def test_torchrun_job_ends_with_the_error(tmp_path, scenario, message):
 
 
 def test_example_two_moons_torchrun_matches_single_process(capsys, monkeypatch):
+    for attempt in range(TEARDOWN_ABORT_RETRIES + 1):
+        try:
+            return _example_matches_single_process(capsys, monkeypatch)
+        except _TeardownAbort:
+            if attempt == TEARDOWN_ABORT_RETRIES:
+                raise
+
+
+def _example_matches_single_process(capsys, monkeypatch):
     example = REPO / "examples" / "two_moons_torchrun.py"
     args = [str(example), "--steps", "8", "--popsize", "9"]
     port = _free_port()
@@ -366,6 +398,8 @@ def test_example_two_moons_torchrun_matches_single_process(capsys, monkeypatch):
         if multi.poll() is None:
             multi.kill()
             multi.communicate()
+    if multi.returncode != 0 and "SIGABRT" in multi_out + multi_err:
+        raise _TeardownAbort(multi_out + multi_err)
     assert multi.returncode == 0, multi_out + multi_err
 
     def final_lines(text: str) -> list[str]:
