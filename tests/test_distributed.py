@@ -230,15 +230,20 @@ def _env(port: int) -> dict[str, str]:
 TEARDOWN_ABORT_RETRIES = 1
 
 
-def _launch(out_dir: Path, names: list[str]) -> dict[int, dict]:
-    """Run the scenarios ``names`` on WORLD ranks; their results by rank."""
+def _retry_teardown_abort(run, *args):
+    """``run(*args)``, run again (up to TEARDOWN_ABORT_RETRIES times) when it raised _TeardownAbort."""
     for attempt in range(TEARDOWN_ABORT_RETRIES + 1):
         try:
-            return _launch_once(out_dir, names)
+            return run(*args)
         except _TeardownAbort:
             if attempt == TEARDOWN_ABORT_RETRIES:
                 raise
     raise AssertionError("unreachable")
+
+
+def _launch(out_dir: Path, names: list[str]) -> dict[int, dict]:
+    """Run the scenarios ``names`` on WORLD ranks; their results by rank."""
+    return _retry_teardown_abort(_launch_once, out_dir, names)
 
 
 class _TeardownAbort(AssertionError):
@@ -367,12 +372,7 @@ def test_torchrun_job_ends_with_the_error(tmp_path, scenario, message):
 
 
 def test_example_two_moons_torchrun_matches_single_process(capsys, monkeypatch):
-    for attempt in range(TEARDOWN_ABORT_RETRIES + 1):
-        try:
-            return _example_matches_single_process(capsys, monkeypatch)
-        except _TeardownAbort:
-            if attempt == TEARDOWN_ABORT_RETRIES:
-                raise
+    _retry_teardown_abort(_example_matches_single_process, capsys, monkeypatch)
 
 
 def _example_matches_single_process(capsys, monkeypatch):
