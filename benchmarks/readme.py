@@ -28,7 +28,8 @@ def benchmark_section() -> str:
     run = RESULTS / "full" if (RESULTS / "full" / "SUMMARY.md").exists() else RESULTS / "quick"
     summary = (run / "SUMMARY.md").read_text().strip()
     summary = summary.replace("](RESULTS.md)", f"]({_rel(run / 'RESULTS.md')})")
-    plots = sorted(run.glob("*.png"))
+    order = ["two-moons", "two-moons-step", "sum-mod-mlp", "sum-mod-tiny"]
+    plots = sorted(run.glob("*.png"), key=lambda p: order.index(p.stem) if p.stem in order else len(order))
     lines = [f"### Benchmark ({run.name} run: `{_rel(run / 'results.jsonl')}`)", "", summary, ""]
     lines += [f"![{p.stem}]({_rel(p)})" for p in plots[:2]]
     lines += ["", f"Every table, curve and timing (with the machine and thread count): [{_rel(run / 'RESULTS.md')}]"
