@@ -280,14 +280,16 @@ def _update_incumbent(state: State, candidate: Tensor, loss: Tensor) -> tuple[Te
 
 
 def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor, sigma: Tensor | float) -> State:
-    """Comma selection of the better half; the largest component's average is the new centre.
+    """Comma selection of the better half, then the largest component's average: the next centre
+    (``consensus="centre"``), or a candidate of the next step while the best child is the centre
+    (``consensus="candidate"``).
 
     Step size by cumulative step-size adaptation (CSA) on the centre's normalised move.
     """
     p, d = children.shape
     order = torch.argsort(losses, stable=True)
-    population = children.index_select(0, order)
-    selected, selected_losses = population[: p // 2], losses[order[: p // 2]]
+    population, sorted_losses = children.index_select(0, order), losses[order]
+    selected, selected_losses = population[: p // 2], sorted_losses[: p // 2]
     best, best_loss = _update_incumbent(state, selected[0], selected_losses[0])
 
     radius, members = math.nan, torch.zeros(1, dtype=torch.long, device=children.device)
@@ -297,14 +299,15 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
         labels = topology.components(selected, radius, tree)
         members = topology.largest_component(labels, selected_losses)
     weights = _component_weights(members.numel(), config.weighting, children)
-    consensus = weights @ selected[members]
-    centre = consensus
+    average = weights @ selected[members]
     if config.consensus == "candidate":
-        centre, consensus = selected[0], (consensus if members.numel() > 1 else torch.full_like(consensus, math.nan))
-        weights = weights[:1] / weights[:1]
+        centre, mu_eff = selected[0], 1.0  # the centre moves to one point: no recombination
+        consensus = average if members.numel() > 1 else torch.full_like(average, math.nan)
+    else:
+        centre, mu_eff = average, 1.0 / float((weights.double() ** 2).sum())
+        consensus = state.consensus
 
     step = torch.as_tensor(sigma, dtype=children.dtype, device=children.device) * state.sigma_scale
-    mu_eff = 1.0 / float((weights.double() ** 2).sum())
     c = (mu_eff + 2.0) / (d + mu_eff + 5.0)
     damping = 1.0 + c + 2.0 * max(0.0, math.sqrt((mu_eff - 1.0) / (d + 1.0)) - 1.0)
     path = (1.0 - c) * state.path + math.sqrt(c * (2.0 - c) * mu_eff) * (centre - state.centre) / step
@@ -313,7 +316,7 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
     scale = min(max(state.sigma_scale * math.exp(exponent), 1e-12), 1e12)
     return state._replace(
         population=population,
-        losses=losses[order],
+        losses=sorted_losses,
         best=best,
         best_loss=best_loss,
         sigma_scale=scale,
@@ -321,7 +324,7 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
         component_size=int(members.numel()) if config.average else 0,
         centre=centre,
         path=path,
-        consensus=consensus if config.consensus == "candidate" else state.consensus,
+        consensus=consensus,
     )
 
 
