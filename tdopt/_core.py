@@ -15,8 +15,10 @@ Algorithm ("largest-component consensus ES"), default ``mode="centre"``:
    component's (uniform or rank-weighted) average is the consensus point, proposed as a
    candidate next step (``consensus="candidate"``) or taken as the next centre
    (``consensus="centre"``); the best selected child is the next centre otherwise;
-5. adapt ``sigma`` by cumulative step-size adaptation (CSA) and replace the incumbent only
-   by a strictly better point.
+5. adapt ``sigma`` by the success rule (``step_rule="success"``, default): it grows when
+   more than ``success_target`` of the children beat the previous generation's best
+   child (ties count half), and shrinks otherwise; ``step_rule="csa"`` uses cumulative
+   step-size adaptation instead. Replace the incumbent only by a strictly better point.
 
 ``mode="population"`` is the literal rule: a ``(P + P)`` population in which each member
 has one child, the best ``P`` survive, the largest component's members are replaced by
@@ -47,6 +49,7 @@ WEIGHTINGS = ("uniform", "rank")
 REPLACE_RULES = ("all", "worse-half", "worst")
 MODES = ("population", "centre")
 CONSENSUS_RULES = ("centre", "candidate")
+STEP_RULES = ("success", "csa")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Config:
     replace: str = "all"
     mode: str = "centre"
     consensus: str = "candidate"
+    step_rule: str = "success"
 
     def __post_init__(self) -> None:
         if isinstance(self.popsize, bool) or not isinstance(self.popsize, int) or self.popsize < 2:
@@ -89,6 +93,8 @@ class Config:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.consensus not in CONSENSUS_RULES:
             raise ValueError(f"consensus must be one of {CONSENSUS_RULES}, got {self.consensus!r}")
+        if self.step_rule not in STEP_RULES:
+            raise ValueError(f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.replace not in REPLACE_RULES:
@@ -107,7 +113,9 @@ class State(NamedTuple):
     float64 (+inf until a finite loss is seen); sigma_scale: multiplier of the base step
     size adapted by the success rule; radius and component_size: last topology step;
     centre (D,) and path (D,): search centre and step-size evolution path (``"centre"``
-    mode only).
+    mode only); consensus (D,): the consensus candidate of the next generation (NaN when
+    none); reference_loss () float64: the loss children must beat to count as successes
+    of the step-size rule (the previous generation's best child; ``"centre"`` mode).
     """
 
     population: Tensor
@@ -123,6 +131,7 @@ class State(NamedTuple):
     centre: Tensor
     path: Tensor
     consensus: Tensor
+    reference_loss: Tensor
 
 
 def init(x0: Tensor, config: Config) -> State:
@@ -146,6 +155,7 @@ def init(x0: Tensor, config: Config) -> State:
         centre=x0.detach().clone(),
         path=torch.zeros_like(x0),
         consensus=torch.full_like(x0, math.nan),
+        reference_loss=torch.tensor(math.inf, dtype=torch.float64, device=x0.device),
     )
 
 
@@ -244,8 +254,7 @@ def _tell_population(state: State, config: Config, children: Tensor, losses: Ten
     parent_losses = _parent_losses(state, config, losses[:-p])
     child_losses = losses[-p:]
     success = float((child_losses < parent_losses).double().mean())
-    exponent = 0.5 * config.adapt_rate * (success - config.success_target) / (1.0 - config.success_target)
-    scale = min(max(state.sigma_scale * math.exp(exponent), 1e-12), 1e12)
+    scale = _success_rule(state.sigma_scale, success, config)
 
     pool = torch.cat([state.population, children])
     pool_losses = torch.cat([parent_losses, child_losses])
@@ -272,6 +281,20 @@ def _tell_population(state: State, config: Config, children: Tensor, losses: Ten
     )
 
 
+def _success_rule(scale: float, success: float, config: Config) -> float:
+    """Step-size multiplier after a generation with ``success`` rate in [0, 1]: up when above
+    ``config.success_target``, down when below (clipped to [1e-12, 1e12])."""
+    exponent = 0.5 * config.adapt_rate * (success - config.success_target) / (1.0 - config.success_target)
+    return min(max(scale * math.exp(exponent), 1e-12), 1e12)
+
+
+def _success_rate(losses: Tensor, reference: Tensor) -> float:
+    """Fraction of ``losses (P,)`` below ``reference``; ties count half (on a plateau of
+    equal losses the rate is 1/2, so the step size grows instead of collapsing)."""
+    wins = (losses < reference).double().sum() + 0.5 * (losses == reference).double().sum()
+    return float(wins) / losses.numel()
+
+
 def _update_incumbent(state: State, candidate: Tensor, loss: Tensor) -> tuple[Tensor, Tensor]:
     """The incumbent after seeing ``candidate``: replaced only when strictly better."""
     if loss < state.best_loss:
@@ -284,9 +307,11 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
     (``consensus="centre"``), or a candidate of the next step while the best child is the centre
     (``consensus="candidate"``).
 
-    Step size by cumulative step-size adaptation (CSA) on the centre's normalised move.
+    Step size by the success rule against ``reference_loss`` (the previous generation's best
+    child; the incumbent's fresh loss on the first step and with ``reevaluate=True``, where
+    losses of different steps are not comparable), or by CSA (``step_rule="csa"``).
     """
-    p, d = children.shape
+    p = children.shape[0]
     order = torch.argsort(losses, stable=True)
     population, sorted_losses = children.index_select(0, order), losses[order]
     selected, selected_losses = population[: p // 2], sorted_losses[: p // 2]
@@ -307,13 +332,12 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
         centre, mu_eff = average, 1.0 / float((weights.double() ** 2).sum())
         consensus = state.consensus
 
-    step = torch.as_tensor(sigma, dtype=children.dtype, device=children.device) * state.sigma_scale
-    c = (mu_eff + 2.0) / (d + mu_eff + 5.0)
-    damping = 1.0 + c + 2.0 * max(0.0, math.sqrt((mu_eff - 1.0) / (d + 1.0)) - 1.0)
-    path = (1.0 - c) * state.path + math.sqrt(c * (2.0 - c) * mu_eff) * (centre - state.centre) / step
-    chi_d = math.sqrt(d) * (1.0 - 1.0 / (4.0 * d) + 1.0 / (21.0 * d * d))
-    exponent = config.adapt_rate * (c / damping) * (float(path.norm()) / chi_d - 1.0)
-    scale = min(max(state.sigma_scale * math.exp(exponent), 1e-12), 1e12)
+    if config.step_rule == "success":
+        fresh = _measures_incumbent(state, config)
+        reference = state.best_loss if fresh else state.reference_loss
+        scale, path = _success_rule(state.sigma_scale, _success_rate(losses, reference), config), state.path
+    else:
+        scale, path = _csa(state, centre, sigma, mu_eff, config)
     return state._replace(
         population=population,
         losses=sorted_losses,
@@ -325,7 +349,21 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
         centre=centre,
         path=path,
         consensus=consensus,
+        reference_loss=selected_losses[0],
     )
+
+
+def _csa(state: State, centre: Tensor, sigma: Tensor | float, mu_eff: float, config: Config) -> tuple[float, Tensor]:
+    """Cumulative step-size adaptation: the new step-size multiplier and evolution path ``(D,)``
+    after the centre moved to ``centre (D,)`` (a step of ``mu_eff`` recombined points)."""
+    d = centre.numel()
+    step = torch.as_tensor(sigma, dtype=centre.dtype, device=centre.device) * state.sigma_scale
+    c = (mu_eff + 2.0) / (d + mu_eff + 5.0)
+    damping = 1.0 + c + 2.0 * max(0.0, math.sqrt((mu_eff - 1.0) / (d + 1.0)) - 1.0)
+    path = (1.0 - c) * state.path + math.sqrt(c * (2.0 - c) * mu_eff) * (centre - state.centre) / step
+    chi_d = math.sqrt(d) * (1.0 - 1.0 / (4.0 * d) + 1.0 / (21.0 * d * d))
+    exponent = config.adapt_rate * (c / damping) * (float(path.norm()) / chi_d - 1.0)
+    return min(max(state.sigma_scale * math.exp(exponent), 1e-12), 1e12), path
 
 
 def _radius(tree: topology.SpanningTree, config: Config) -> float:

@@ -40,6 +40,7 @@ _GLOBAL_KEYS = (
     "replace",
     "mode",
     "consensus",
+    "step_rule",
     "seed",
 )
 
@@ -123,7 +124,7 @@ class TDOpt(Optimizer):
     better half is selected, the largest single-linkage component at ``radius`` among the
     selected is averaged, and that consensus point joins the next generation as a candidate
     (``consensus="candidate"``; ``"centre"`` makes it the next centre directly). The best
-    child becomes the centre; sigma follows cumulative step-size adaptation. The parameters
+    child becomes the centre; sigma follows the success rule (``step_rule``). The parameters
     then hold the incumbent (replaced only by a strictly better point) and ``step`` returns
     its loss (a 0-d float64 tensor).
 
@@ -147,12 +148,15 @@ class TDOpt(Optimizer):
         weighting: ``"uniform"`` or ``"rank"`` (log-rank weights by loss) averaging.
         antithetic: mirrored mutations ``+eps, -eps`` for member pairs (even popsize).
         reevaluate: re-measure parents and the incumbent every step (minibatch closures).
-        success_target: success rate the step-size rule aims for (``"population"`` mode).
+        success_target: success rate the step-size rule aims for (the fraction of children
+            that beat the previous best child, or their parent in ``"population"`` mode).
         adapt_rate: step-size adaptation speed (0 keeps sigma = lr).
         replace: which members of the component take the average: ``"all"`` (the
             literal rule), ``"worse-half"`` or ``"worst"`` (``"population"`` mode).
         mode: ``"centre"`` (default) or ``"population"`` (see above).
         consensus: ``"candidate"`` (default) or ``"centre"`` (``"centre"`` mode).
+        step_rule: ``"success"`` (default: the success rule, adapts in a few steps at any
+            dimension) or ``"csa"`` (cumulative step-size adaptation; ``"centre"`` mode).
         seed: seed of the optimizer's private generator (``None``: drawn once from torch's
             global generator at construction).
         process_group: ``None``: evaluate the population across the ranks of
@@ -181,6 +185,7 @@ class TDOpt(Optimizer):
         replace: str = "all",
         mode: str = "centre",
         consensus: str = "candidate",
+        step_rule: str = "success",
         seed: int | None = None,
         process_group: Any = None,
         dist_timeout: float | None = None,
@@ -205,6 +210,7 @@ class TDOpt(Optimizer):
             replace=replace,
             mode=mode,
             consensus=consensus,
+            step_rule=step_rule,
             seed=seed,
         )
         self._make_config(defaults)  # validates the hyperparameters
@@ -261,6 +267,9 @@ class TDOpt(Optimizer):
                 f"{(config.popsize, layout.dim)}: the trainable parameters or popsize changed"
             )
         generator.set_state(st["rng_state"].cpu())
+        missing = [name for name in _core.State._fields if name not in st]
+        if missing:
+            raise ValueError(f"saved TDOpt state lacks {missing}: it was written by an older tdopt version")
         fields = {name: st[name] for name in _core.State._fields}
         return _core.State(**fields), generator
 

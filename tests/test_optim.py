@@ -269,6 +269,19 @@ def test_state_dict_resume_is_exact_and_interleaves():
     assert opt_a.evaluations == opt_b.evaluations
 
 
+def test_state_dict_from_an_older_version_is_refused_clearly():
+    params, closure = quadratic_problem()
+    opt = TDOpt(params, popsize=6, seed=0)
+    run_steps(opt, closure, 2)
+    saved = copy.deepcopy(opt.state_dict())
+    for st in saved["state"].values():
+        del st["reference_loss"]
+    opt2 = TDOpt(params, popsize=6, seed=0)
+    opt2.load_state_dict(saved)
+    with pytest.raises(ValueError, match="older tdopt"):
+        opt2.step(closure)
+
+
 def test_state_dict_keeps_float64_losses_exact_for_float32_params():
     params, closure = quadratic_problem(torch.float32)
     opt = TDOpt(params, popsize=6, seed=0)
