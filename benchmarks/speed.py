@@ -72,7 +72,15 @@ QUICK_EVAL_SIZES = (16, 64)
 QUICK_P = (16, 64)
 QUICK_D = (162, 10_000)
 PHASES = ("propose", "evaluate", "topology", "update")
-TOPOLOGY_FUNCTIONS = ("minimum_spanning_tree", "components", "largest_component", "auto_radius", "h0_death_times")
+TOPOLOGY_FUNCTIONS = (
+    "minimum_spanning_tree",
+    "components",
+    "largest_component",
+    "auto_radius",
+    "h0_death_times",
+    "components_at_radius",
+    "largest_component_at_radius",
+)
 # Rough per-generation cost of cmaes.CMA 0.13 (measured here on one core): each ask() forms
 # B @ diag(D) (D^3), tell() builds a (P, D, D) einsum. Used only to skip hopeless runs.
 CMA_SECONDS_PER_PD3 = 9e-11
