@@ -16,7 +16,10 @@ is evaluated for ``N`` weight settings at once without ``vmap``:
   faults, which at ``N = 64`` on the two-moons MLP took as long as the arithmetic;
 - ``cross_entropy`` (class-index targets) and ``mse_loss`` are computed in the same
   layout (``log_softmax`` over a last dimension of size 2 is slower than the whole
-  forward pass); any other loss gets the usual ``(N, n, C)`` outputs under ``vmap``.
+  forward pass); any other loss gets the usual ``(N, n, C)`` outputs under ``vmap``;
+- two-class cross-entropy with nothing after the last ``Linear`` needs only the logit
+  difference: the last layer becomes one row ``w_1 - w_0`` and the loss per sample is
+  ``softplus(+-(o_1 - o_0))`` (four elementwise passes instead of the general log-sum-exp).
 
 :func:`build_plan` returns ``(None, reason)`` for anything else, and the caller falls
 back to ``vmap`` over ``functional_call``.
@@ -313,6 +316,9 @@ class Plan:
         weights = self._weights(values, swept, members)
         h = self._input(x)
         n, classes = x.shape[0], self.out_features
+        if kind == "cross_entropy" and classes == 2 and self._last == len(self.steps) - 1:
+            weights[self._last] = self._logit_difference(*weights[self._last])
+            kind, classes = "binary", 1
         count, width = self.tiles(n, members, x.element_size())
         if width:
             outs = self._buffer("outs", (count, members, classes, width), h)
@@ -330,6 +336,13 @@ class Plan:
             total = total / (n * classes if kind == "mse" else n)
         return total
 
+    def _logit_difference(self, aug: Tensor, batched: bool) -> tuple[Tensor, bool]:
+        """The last layer of a two-class model as one row: logit 1 minus logit 0,
+        ``(N, 1, in + 1)`` (or ``(1, in + 1)`` when shared)."""
+        rows = aug.shape[:-2] + (1, aug.shape[-1])
+        out = self._buffer("difference", rows, aug)
+        return torch.sub(aug[..., 1:2, :], aug[..., 0:1, :], out=out), batched
+
     def _prepared_targets(
         self, kind: str, targets: Tensor, classes: int, like: Tensor, start: int, count: int, width: int
     ) -> Tensor:
@@ -343,7 +356,10 @@ class Plan:
         cache = self._targets[2]
         if (start, count, width) not in cache:
             part = targets[start : start + count * width]
-            part = F.one_hot(part, classes) if kind == "cross_entropy" else part  # (count * width, C)
+            if kind == "cross_entropy":
+                part = F.one_hot(part, classes)  # (count * width, C)
+            elif kind == "binary":
+                part = (1 - 2 * part)[:, None]  # +1 for class 0, -1 for class 1: (count * width, 1)
             part = part.reshape(count, width, classes).transpose(1, 2)
             cache[(start, count, width)] = part.to(device=like.device, dtype=like.dtype).contiguous()
         return cache[(start, count, width)]
@@ -351,6 +367,8 @@ class Plan:
     def _tiles_loss(self, outs: Tensor, kind: str, prepared: Tensor) -> Tensor:
         """Per-member sums over all samples ``(N,)``; ``outs (K, N, C, w)``, ``prepared (K, C, w)``."""
         count, members, classes, w = outs.shape
+        if kind == "binary":
+            return self._binary_loss(outs, prepared)
         if kind == "mse":
             diff = torch.sub(outs, prepared[:, None], out=self._buffer("diff", outs.shape, outs))
             return diff.square_().sum(dim=(2, 3)).sum(dim=0)
@@ -360,6 +378,19 @@ class Plan:
         picked = torch.bmm(shifted.view(count, members, classes * w), prepared.view(count, classes * w, 1))
         lse = shifted.exp_().sum(dim=2).log_().sum(dim=2)  # (K, N)
         return lse.sub_(picked.view(count, members)).sum(dim=0)
+
+    def _binary_loss(self, diff: Tensor, sign: Tensor) -> Tensor:
+        """Two-class cross-entropy sums ``(N,)`` from the logit differences ``diff (K, N, 1, w)``
+        and ``sign (K, 1, w)`` (+1 for class 0, -1 for class 1): per sample
+        ``softplus(sign * diff) = log(1 + exp(sign * diff))``, in four passes; when a sum is
+        not finite (``exp`` overflowed, or NaN weights), again as ``max(t, 0) + log(1 + exp(-|t|))``."""
+        t = torch.mul(diff, sign[:, None], out=self._buffer("shifted", diff.shape, diff))
+        total = t.exp_().add_(1).log_().sum(dim=(0, 2, 3))
+        if math.isfinite(float(total.sum())):
+            return total
+        t = torch.mul(diff, sign[:, None], out=t)
+        tail = torch.abs(t).neg_().exp_().add_(1).log_()
+        return t.clamp_min_(0).add_(tail).sum(dim=(0, 2, 3))
 
 
 def build_plan(model: nn.Module, inputs: tuple[object, ...]) -> tuple[Plan | None, str]:
