@@ -239,6 +239,23 @@ def test_two_classes_with_an_activation_after_the_last_linear_use_the_general_lo
     torch.testing.assert_close(got, _reference(model, layout, rows, F.cross_entropy, x, y), rtol=1e-11, atol=1e-12)
 
 
+def test_named_tensors_match_the_module_generators():
+    """One walk gives what modules(), named_parameters() and named_buffers() give: order,
+    names, shared modules and parameters listed once, None entries skipped."""
+    from tdopt import _batched
+
+    shared = nn.Linear(4, 4)
+    inner = nn.Sequential(nn.Linear(3, 4, bias=False), nn.BatchNorm1d(4), shared)
+    model = nn.Sequential(inner, nn.ReLU(), shared, nn.Sequential(nn.Linear(4, 2)))
+    model.register_buffer("scale", torch.ones(()))
+    model.tied = nn.Linear(4, 4)
+    model.tied.weight = shared.weight  # a parameter shared between modules
+    got = _batched.named_tensors(model)
+    assert [id(m) for m in got.modules] == [id(m) for m in model.modules()]
+    assert [(n, id(p)) for n, p in got.parameters] == [(n, id(p)) for n, p in model.named_parameters()]
+    assert [(n, id(b)) for n, b in got.buffers] == [(n, id(b)) for n, b in model.named_buffers()]
+
+
 def test_batched_path_follows_new_minibatches_and_in_place_changes():
     """Caches (recognised loss, one-hot targets, buffers) must notice new or modified data,
     even when a new batch tensor reuses the freed one's memory and id."""
