@@ -24,6 +24,7 @@ separate functions.
 from __future__ import annotations
 
 import math
+import sys
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -226,32 +227,23 @@ def _edge_lengths(points: Tensor, lo: np.ndarray, hi: np.ndarray) -> Tensor:
 
 
 class _Tree(NamedTuple):
-    """An MST in NumPy on the CPU, with Prim's orientation (internal).
+    """An MST with Prim's orientation (internal): edge ``k`` joined point ``child[k]`` to the
+    tree through ``parent[k]`` (``(n-1,)`` int64 NumPy each), in insertion order, so every
+    parent joined before its children. ``lengths``: ``(n-1,)`` exact lengths in the points'
+    dtype and device; ``values``: the same as Python floats."""
 
-    ``lo``/``hi``: ``(n-1,)`` endpoints (``lo < hi``); ``lengths``: ``(n-1,)`` exact lengths in
-    the points' dtype and device; ``lengths64``: the same in float64 NumPy; edge ``k`` joined
-    point ``child[k]`` to the tree through ``parent[k]``. Edges are in insertion order (not
-    sorted): every parent joined before its children.
-    """
-
-    lo: np.ndarray
-    hi: np.ndarray
-    lengths: Tensor
-    lengths64: np.ndarray
     child: np.ndarray
     parent: np.ndarray
+    lengths: Tensor
+    values: list[float]
 
 
 def _tree(points: Tensor) -> _Tree:
-    """The MST of ``points (P, D)``, ``P >= 2``: squared distances, Prim, exact lengths."""
+    """The MST of ``points (P, D)``, ``P >= 2``: squared distances, Prim, exact lengths
+    (``|x_parent - x_child|`` is ``|x_lo - x_hi|`` bit for bit: only signs differ)."""
     parent, child = _prim(_squared_distances(points))
-    lo, hi = np.minimum(parent, child), np.maximum(parent, child)
-    lengths = _edge_lengths(points, lo, hi)
-    if lengths.device.type == "cpu" and lengths.dtype in _NUMPY_DTYPES:
-        lengths64 = lengths.detach().numpy().astype(np.float64)
-    else:
-        lengths64 = lengths.detach().to(torch.float64).cpu().numpy()
-    return _Tree(lo, hi, lengths, lengths64, child, parent)
+    lengths = _edge_lengths(points, parent, child)
+    return _Tree(child, parent, lengths, lengths.tolist())
 
 
 def minimum_spanning_tree(points: Tensor) -> SpanningTree:
@@ -268,14 +260,16 @@ def minimum_spanning_tree(points: Tensor) -> SpanningTree:
         empty = torch.empty(0, dtype=torch.long, device=device)
         return SpanningTree(empty, empty.clone(), points.new_empty(0))
     tree = _tree(points)
-    order = np.lexsort((tree.hi, tree.lo, tree.lengths64))  # by length, then source, then target
+    lo, hi = np.minimum(tree.parent, tree.child), np.maximum(tree.parent, tree.child)
+    order = np.lexsort((hi, lo, np.array(tree.values)))  # by length, then source, then target
     if device.type == "cpu":
         return SpanningTree(
-            torch.from_numpy(tree.lo[order]), torch.from_numpy(tree.hi[order]), tree.lengths[torch.from_numpy(order)]
+            torch.from_numpy(lo[order]), torch.from_numpy(hi[order]), tree.lengths[torch.from_numpy(order)]
         )
     index = torch.from_numpy(order).to(device)
-    lo, hi = torch.from_numpy(tree.lo[order]).to(device), torch.from_numpy(tree.hi[order]).to(device)
-    return SpanningTree(lo, hi, tree.lengths[index])
+    return SpanningTree(
+        torch.from_numpy(lo[order]).to(device), torch.from_numpy(hi[order]).to(device), tree.lengths[index]
+    )
 
 
 def h0_death_times(points: Tensor) -> Tensor:
@@ -286,14 +280,14 @@ def h0_death_times(points: Tensor) -> Tensor:
     return minimum_spanning_tree(points).lengths
 
 
-def _canonical(roots: list[int]) -> np.ndarray:
+def _canonical(roots: list[int]) -> list[int]:
     """Labels ``(n,)`` numbered in order of each component's smallest index, from any
     per-point component representative ``roots``."""
     canonical: dict[int, int] = {}
-    return np.array([canonical.setdefault(r, len(canonical)) for r in roots], dtype=np.int64)
+    return [canonical.setdefault(r, len(canonical)) for r in roots]
 
 
-def _labels_from_edges(n: int, sources: list[int], targets: list[int]) -> np.ndarray:
+def _labels_from_edges(n: int, sources: list[int], targets: list[int]) -> list[int]:
     """Connected-component labels ``(n,)`` of an edge list, by union-find (canonical labels)."""
     root = list(range(n))
 
@@ -310,24 +304,26 @@ def _labels_from_edges(n: int, sources: list[int], targets: list[int]) -> np.nda
     return _canonical([find(i) for i in range(n)])
 
 
-def _labels_from_tree(n: int, tree: _Tree, radius: float) -> np.ndarray:
+def _in_dtype(radius: float, dtype: torch.dtype) -> float:
+    """``radius`` rounded to ``dtype``, as torch rounds a Python scalar compared with a tensor
+    (``lengths <= radius`` on float32 lengths compares with ``float32(radius)``)."""
+    if dtype == torch.float64:
+        return radius
+    if dtype == torch.float32:
+        with np.errstate(over="ignore"):
+            return float(np.float32(radius))
+    return float(torch.tensor(radius, dtype=dtype))
+
+
+def _labels_from_tree(n: int, tree: _Tree, radius: float) -> list[int]:
     """Component labels ``(n,)`` at ``radius`` from a :class:`_Tree`: one walk over the Prim
     order, each point taking its parent's root when its edge is kept (parents come first)."""
     root = list(range(n))
-    for child, parent, keep in zip(tree.child.tolist(), tree.parent.tolist(), _kept(tree, radius), strict=True):
-        if keep:
+    r = _in_dtype(radius, tree.lengths.dtype)
+    for child, parent, length in zip(tree.child.tolist(), tree.parent.tolist(), tree.values, strict=True):
+        if length <= r:
             root[child] = root[parent]
     return _canonical(root)
-
-
-def _kept(tree: _Tree, radius: float) -> list[bool]:
-    """Per edge, ``length <= radius`` compared in the lengths' dtype, as ``tree.lengths <= radius``
-    does in torch (a float32 tree compares with ``float32(radius)``)."""
-    if tree.lengths.dtype == torch.float64:
-        return (tree.lengths64 <= radius).tolist()
-    if tree.lengths.dtype == torch.float32:  # float32 -> float64 -> float32 is exact
-        return (tree.lengths64.astype(np.float32) <= np.float32(radius)).tolist()
-    return (tree.lengths <= radius).tolist()
 
 
 def _check_radius(radius: float) -> None:
@@ -335,9 +331,8 @@ def _check_radius(radius: float) -> None:
         raise ValueError(f"radius must be >= 0, got {radius}")
 
 
-def _cpu_numpy(t: Tensor) -> np.ndarray:
-    """``t`` as a NumPy array on the CPU (no copy for a CPU tensor)."""
-    return t.detach().cpu().numpy()
+def _long(values: list[int], device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 def components(points: Tensor, radius: float, tree: SpanningTree | None = None) -> Tensor:
@@ -350,35 +345,38 @@ def components(points: Tensor, radius: float, tree: SpanningTree | None = None) 
     _check_radius(radius)
     n = points.shape[0]
     if tree is None:
-        if n <= 1:
-            return torch.zeros(n, dtype=torch.long, device=points.device)
-        labels = _labels_from_tree(n, _tree(points), radius)
+        labels = _labels_from_tree(n, _tree(points), radius) if n > 1 else [0] * n
     else:
-        keep = _cpu_numpy(tree.lengths <= radius)
-        labels = _labels_from_edges(n, _cpu_numpy(tree.sources)[keep].tolist(), _cpu_numpy(tree.targets)[keep].tolist())
-    return _to_device(labels, points.device)
+        keep = (tree.lengths <= radius).tolist()
+        pairs = [(a, b) for a, b, k in zip(tree.sources.tolist(), tree.targets.tolist(), keep, strict=True) if k]
+        labels = _labels_from_edges(n, [a for a, _ in pairs], [b for _, b in pairs])
+    return _long(labels, points.device)
 
 
-def _to_device(values: np.ndarray, device: torch.device) -> Tensor:
-    out = torch.from_numpy(values)
-    return out if device.type == "cpu" else out.to(device)
+_MAX = sys.float_info.max
 
 
-_MAX = np.finfo(np.float64).max
+def _rank_value(loss: float) -> float:
+    """A loss as ``torch.nan_to_num(loss, nan=inf)`` ranks it: NaN -> inf, +-inf -> +-max."""
+    return math.inf if math.isnan(loss) else min(max(loss, -_MAX), _MAX)
 
 
-def _largest(labels: np.ndarray, losses: Tensor | None) -> np.ndarray:
-    """Indices (ascending) of the largest component of ``labels (P,)`` (NumPy int64); ties as
-    in :func:`largest_component` (losses as ``torch.nan_to_num(losses, nan=inf)`` would rank them)."""
-    sizes = np.bincount(labels)
-    candidates = (sizes == sizes.max()).nonzero()[0]
-    if losses is not None and candidates.size > 1:
-        values = _cpu_numpy(losses).astype(np.float64)
-        clean = np.minimum(np.maximum(values, -_MAX), _MAX)  # +-inf -> +-max; NaN stays NaN
-        clean[np.isnan(clean)] = np.inf
-        cand_best = np.where(labels == candidates[:, None], clean, np.inf).min(axis=1)  # (candidates,)
-        candidates = candidates[cand_best == cand_best.min()]
-    return (labels == candidates[0]).nonzero()[0]
+def _largest(labels: list[int], losses: Tensor | None) -> list[int]:
+    """Indices (ascending) of the largest component of ``labels (P,)``; ties as in
+    :func:`largest_component`. Plain Python: ``O(P)`` with no per-call tensor overhead."""
+    sizes = [0] * (max(labels) + 1)
+    for label in labels:
+        sizes[label] += 1
+    top = max(sizes)
+    candidates = [c for c, size in enumerate(sizes) if size == top]
+    if losses is not None and len(candidates) > 1:
+        best = [math.inf] * len(sizes)
+        for label, loss in zip(labels, losses.tolist(), strict=True):
+            best[label] = min(best[label], _rank_value(loss))
+        lowest = min(best[c] for c in candidates)
+        candidates = [c for c in candidates if best[c] == lowest]
+    chosen = candidates[0]
+    return [i for i, label in enumerate(labels) if label == chosen]
 
 
 def largest_component(labels: Tensor, losses: Tensor | None = None) -> Tensor:
@@ -389,7 +387,7 @@ def largest_component(labels: Tensor, losses: Tensor | None = None) -> Tensor:
     """
     if labels.dim() != 1 or labels.numel() == 0:
         raise ValueError("labels must be a non-empty 1-D tensor")
-    return _to_device(_largest(_cpu_numpy(labels), losses), labels.device)
+    return _long(_largest(labels.tolist(), losses), labels.device)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -414,18 +412,19 @@ def _quantile(values: list[float], q: float) -> float:
     return float(Fraction(weight - 1.0) * Fraction(diff) + Fraction(above))
 
 
-def _radius_rule(lengths: np.ndarray, rule: str, quantile: float) -> float:
-    """:func:`auto_radius` on float64 death times ``(P-1,)`` (ascending) in NumPy."""
-    if lengths.size == 0:
+def _radius_rule(values: list[float], rule: str, quantile: float) -> float:
+    """:func:`auto_radius` on the death times ``values`` (ascending, as Python floats)."""
+    if not values:
         return 0.0
     if rule == "quantile":
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-        return _quantile(lengths.tolist(), quantile)
+        return _quantile(values, quantile)
     if rule == "gap":
-        if lengths.size == 1:
-            return float(lengths[0])
-        return float(lengths[int(np.argmax(np.diff(lengths)))])
+        if len(values) == 1:
+            return float(values[0])
+        d = np.asarray(values, dtype=np.float64)
+        return float(d[int(np.argmax(d[1:] - d[:-1]))])  # the first largest gap (NaN counts as largest)
     raise ValueError(f"unknown auto radius rule {rule!r}; use 'quantile' or 'gap'")
 
 
@@ -437,7 +436,7 @@ def auto_radius(death_times: Tensor, rule: str = "quantile", quantile: float = 0
       times, i.e. the scale at which the clearest cluster structure has formed.
     Returns 0.0 when there are no edges.
     """
-    return _radius_rule(_cpu_numpy(death_times.double()), rule, quantile)
+    return _radius_rule(death_times.double().tolist(), rule, quantile)
 
 
 def components_at_radius(
@@ -452,7 +451,7 @@ def components_at_radius(
     building the sorted tree tensors.
     """
     labels, r = _components_at_radius(points, radius, rule, quantile)
-    return _to_device(labels, points.device), r
+    return _long(labels, points.device), r
 
 
 def largest_component_at_radius(
@@ -469,23 +468,22 @@ def largest_component_at_radius(
     components_at_radius(points, radius, rule, quantile)`` (ties by ``losses (P,)``).
     """
     labels, r = _components_at_radius(points, radius, rule, quantile)
-    if labels.size == 0:
+    if not labels:
         raise ValueError("labels must be a non-empty 1-D tensor")
-    return _to_device(_largest(labels, losses), points.device), r
+    return _long(_largest(labels, losses), points.device), r
 
 
-def _components_at_radius(points: Tensor, radius: float | str, rule: str, quantile: float) -> tuple[np.ndarray, float]:
-    """Labels ``(P,)`` (NumPy int64) and radius; see :func:`components_at_radius`."""
+def _components_at_radius(points: Tensor, radius: float | str, rule: str, quantile: float) -> tuple[list[int], float]:
+    """Labels ``(P,)`` and radius; see :func:`components_at_radius`."""
     _check_points(points)
     if isinstance(radius, str) and radius != "auto":
         raise ValueError(f"radius must be a float or 'auto', got {radius!r}")
     n = points.shape[0]
     tree = _tree(points) if n > 1 else None
     if radius == "auto":
-        r = _radius_rule(np.sort(tree.lengths64) if tree is not None else np.empty(0), rule, quantile)
+        values = [] if tree is None else tree.values
+        r = _radius_rule(values if rule != "gap" else np.sort(values).tolist(), rule, quantile)
     else:
         r = float(radius)
     _check_radius(r)
-    if tree is None:
-        return np.zeros(n, dtype=np.int64), r
-    return _labels_from_tree(n, tree, r), r
+    return (_labels_from_tree(n, tree, r) if tree is not None else [0] * n), r

@@ -259,3 +259,12 @@ def test_edges_compare_with_the_radius_in_the_points_dtype(dtype):
     assert topology.components(x, radius, tree).tolist() == expected
     assert topology.components(x, radius).tolist() == expected
     assert topology.components_at_radius(x, radius)[0].tolist() == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tree_lengths_are_the_exact_norms_of_the_sorted_edges(dtype):
+    x = torch.randn(30, 40, generator=torch.Generator().manual_seed(5)).to(dtype)
+    tree = topology.minimum_spanning_tree(x)
+    assert torch.all(tree.sources < tree.targets)
+    expected = torch.linalg.vector_norm(x[tree.sources] - x[tree.targets], dim=1)
+    assert torch.equal(tree.lengths, expected)  # bit for bit, in the points' dtype
