@@ -203,17 +203,26 @@ def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _prim_rows(sq)
 
 
+# Up to this many elements of differences (E * D), the edge differences are taken in NumPy.
+# Larger NumPy temporaries measured slower, and slowed the rest of the step (fresh pages).
+_NUMPY_DIFFERENCES = 1 << 15
+
+
 def _edge_lengths(points: Tensor, lo: np.ndarray, hi: np.ndarray) -> Tensor:
     """``|x_lo - x_hi|`` per edge ``(E,)``, in the points' dtype and device, a slice of edges at
     a time (``torch.linalg.vector_norm`` of the differences, whatever the path).
 
-    A CPU float32/float64 population that fits in one slice takes its differences in NumPy
-    (fewer torch calls); otherwise ``index_select`` rather than ``points[lo]``: with advanced
+    Small CPU float32/float64 inputs take their differences in NumPy (fewer torch calls);
+    otherwise ``index_select`` rather than ``points[lo]``: with advanced
     indexing, slices of a large population left the process holding about the population's
     size in freed memory."""
     rows = max(1, _SLICE_ELEMENTS // max(points.shape[1], 1))
     norm = torch.linalg.vector_norm  # what Tensor.norm(dim=1) calls, minus its Python layers
-    if lo.size <= rows and points.device.type == "cpu" and points.dtype in _NUMPY_DTYPES:
+    if (
+        lo.size * points.shape[1] <= _NUMPY_DIFFERENCES
+        and points.device.type == "cpu"
+        and points.dtype in _NUMPY_DTYPES
+    ):
         x = points.detach().numpy()
         return norm(torch.from_numpy(x[lo] - x[hi]), dim=1)
     lo_t, hi_t = torch.from_numpy(lo).to(points.device), torch.from_numpy(hi).to(points.device)
