@@ -72,7 +72,15 @@ QUICK_EVAL_SIZES = (16, 64)
 QUICK_P = (16, 64)
 QUICK_D = (162, 10_000)
 PHASES = ("propose", "evaluate", "topology", "update")
-TOPOLOGY_FUNCTIONS = ("minimum_spanning_tree", "components", "largest_component", "auto_radius", "h0_death_times")
+TOPOLOGY_FUNCTIONS = (
+    "minimum_spanning_tree",
+    "components",
+    "largest_component",
+    "auto_radius",
+    "h0_death_times",
+    "components_at_radius",
+    "largest_component_at_radius",
+)
 # Rough per-generation cost of cmaes.CMA 0.13 (measured here on one core): each ask() forms
 # B @ diag(D) (D^3), tell() builds a (P, D, D) einsum. Used only to skip hopeless runs.
 CMA_SECONDS_PER_PD3 = 9e-11
@@ -322,7 +330,7 @@ class _TopologyClock:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        originals = {name: getattr(topology, name) for name in TOPOLOGY_FUNCTIONS}
+        originals = {name: getattr(topology, name) for name in TOPOLOGY_FUNCTIONS if hasattr(topology, name)}
 
         def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
             def timed(*args: Any, **kwargs: Any) -> Any:
@@ -844,8 +852,9 @@ def _doc_run(res: dict, results_dir: Path, docs_dir: Path) -> list[str]:
             "a closure (weights written into the model, one forward per member); *vmap*: `vmap` over",
             "`functional_call`; *batched*: `PopulationLoss`'s fast path (feature-major activations, bias",
             "folded into the matmuls, the first layer one GEMM for the whole population, tiles of samples",
-            "that stay in L2, reused buffers, cross-entropy in the same layout). Float32. *load*: the",
-            "machine's 1-minute load average when the row was measured (2 logical CPUs).",
+            "that stay in L2, reused buffers, cross-entropy in the same layout: for two classes from the",
+            "logit difference). Float32. *load*: the machine's 1-minute load average when the row was",
+            "measured (2 logical CPUs).",
             "",
             "| threads | P | loop | vmap | batched | batched / loop | vmap / loop | max abs diff vs loop | load |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -1024,8 +1033,13 @@ def _doc_notes() -> list[str]:
         "  which ran. All paths agree to float rounding (tests/test_speed_paths.py).",
         "- **Topology**: distances by the Gram form, accumulated in float64 over column slices of the",
         "  points (no `P x P x D` array, and no float64 copy of the population); Prim's MST in NumPy on the",
-        "  `P x P` matrix (one Python iteration per point, none per pair); edge lengths recomputed exactly.",
-        "  On CUDA the Gram matrix is computed on the GPU and only the `P x P` matrix goes to the CPU.",
+        "  `P x P` matrix (one Python iteration per point, none per pair: three NumPy calls per point for",
+        "  P <= 128); edge lengths recomputed exactly; components from one walk over the Prim order, labels",
+        "  and the largest component on Python lists; `topology.largest_component_at_radius` does the whole",
+        "  step (tree, radius, components, largest component) in one call. At small P the cost is per-call",
+        "  overhead, and inside a step (after the evaluation has flushed the caches) the same code takes",
+        "  about twice as long as in a tight loop. On CUDA the Gram matrix is computed on the GPU and only",
+        "  the `P x P` matrix goes to the CPU.",
         "- **Threads**: the closure loop does not benefit from more threads (its operations are tiny);",
         "  on a machine shared with other jobs OpenMP's spinning can make 2 threads much *slower* than 1.",
         "  `torch.set_num_threads(1)` is the safe choice for small models on a busy machine.",
@@ -1039,7 +1053,11 @@ def _doc_notes() -> list[str]:
         "  materialises the broadcast bias first). What did: the feature-major layout with the bias",
         "  folded into the matmuls (about 2x over a plain `bmm` forward), reusing buffers (page faults",
         "  on fresh activations cost as much as the arithmetic), tiles of samples that stay in L2",
-        "  (7-18%).",
+        "  (7-18%); for two classes, the last layer as one row (logit 1 - logit 0) and the loss as",
+        "  `log(1 + exp(+-d))` in four elementwise passes (about 20% of the call; `F.softplus`, `logaddexp`",
+        "  and `log1p` are not vectorised on this CPU and cost about 3x `exp` + `add` + `log`); less",
+        "  Python per call (one walk over the model instead of `named_parameters()`/`named_buffers()`,",
+        "  weight buffers with ready views, a tile's operations looked up once per call: about 10%).",
         "- **Propose** (`_core.ask`) dominates large-D steps: it draws P x D normals and allocates",
         "  several P x D temporaries (fresh memory pages cost page faults), so it grows as P D with a",
         "  larger constant than the Gram matrix's P^2 D until P/2 reaches a few hundred.",

@@ -16,7 +16,10 @@ is evaluated for ``N`` weight settings at once without ``vmap``:
   faults, which at ``N = 64`` on the two-moons MLP took as long as the arithmetic;
 - ``cross_entropy`` (class-index targets) and ``mse_loss`` are computed in the same
   layout (``log_softmax`` over a last dimension of size 2 is slower than the whole
-  forward pass); any other loss gets the usual ``(N, n, C)`` outputs under ``vmap``.
+  forward pass); any other loss gets the usual ``(N, n, C)`` outputs under ``vmap``;
+- two-class cross-entropy with nothing after the last ``Linear`` needs only the logit
+  difference: the last layer becomes one row ``w_1 - w_0`` and the loss per sample is
+  ``softplus(+-(o_1 - o_0))`` (four elementwise passes instead of the general log-sum-exp).
 
 :func:`build_plan` returns ``(None, reason)`` for anything else, and the caller falls
 back to ``vmap`` over ``functional_call``.
@@ -27,13 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules import module as _module_mod
 
-__all__ = ["Plan", "build_plan", "loss_kind", "signature"]
+__all__ = ["Plan", "Tensors", "build_plan", "loss_kind", "named_tensors", "signature"]
 
 # Elementwise activations: type -> in-place function (None: out-of-place module call).
 _ELEMENTWISE: dict[type, Callable[[nn.Module, Tensor], Tensor] | None] = {
@@ -83,10 +87,46 @@ def _global_hooks() -> bool:
     )
 
 
-def signature(model: nn.Module, x: Tensor) -> tuple:
-    """What a plan depends on: module identities, training flags, hooks, input layout."""
-    mods = tuple((id(m), type(m), m.training, _has_hooks(m)) for m in model.modules())
-    params = tuple((id(p), p.dtype, p.shape) for p in model.parameters())
+class Tensors(NamedTuple):
+    """``model.modules()``, ``model.named_parameters()`` and ``model.named_buffers()`` as lists."""
+
+    modules: list[nn.Module]
+    parameters: list[tuple[str, Tensor]]
+    buffers: list[tuple[str, Tensor]]
+
+
+def named_tensors(model: nn.Module) -> Tensors:
+    """The modules, parameters and buffers of ``model`` in one walk over its children, in the
+    order and with the names (duplicates removed) of ``nn.Module``'s generators, which cost
+    about ten times as much on a small model."""
+    modules: list[tuple[str, nn.Module]] = []
+    seen: set[int] = set()
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        seen.add(id(module))
+        modules.append((prefix, module))
+        for name, child in module._modules.items():
+            if child is not None and id(child) not in seen:
+                visit(f"{prefix}.{name}" if prefix else name, child)
+
+    visit("", model)
+    members: tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]]] = ([], [])
+    for out, attribute in zip(members, ("_parameters", "_buffers"), strict=True):
+        known: set[int] = set()
+        for prefix, module in modules:
+            for name, tensor in getattr(module, attribute).items():
+                if tensor is not None and id(tensor) not in known:
+                    known.add(id(tensor))
+                    out.append((f"{prefix}.{name}" if prefix else name, tensor))
+    return Tensors([m for _, m in modules], *members)
+
+
+def signature(model: nn.Module, x: Tensor, tensors: Tensors | None = None) -> tuple:
+    """What a plan depends on: module identities, training flags, hooks, input layout
+    (``tensors``: :func:`named_tensors` of ``model``, when already at hand)."""
+    tensors = named_tensors(model) if tensors is None else tensors
+    mods = tuple((id(m), type(m), m.training, _has_hooks(m)) for m in tensors.modules)
+    params = tuple((id(p), p.dtype, p.shape) for _, p in tensors.parameters)
     return mods, params, x.dim(), tuple(x.shape[1:]), x.dtype, x.device
 
 
@@ -154,6 +194,7 @@ class Plan:
         self.width = max([s.out_features for s in steps if isinstance(s, _Linear)]) + 1
         self._last = max(i for i, s in enumerate(steps) if isinstance(s, _Linear))
         self._buffers: dict[tuple, Tensor] = {}
+        self._augs: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
         self._targets: tuple | None = None
         self._tiles: dict[tuple[int, int, int], tuple[int, int]] = {}
 
@@ -177,19 +218,26 @@ class Plan:
         return buf
 
     def _augmented(self, tag: str, weight: Tensor, bias: Tensor | None, unit: bool, members: int | None) -> Tensor:
-        """``[[W, b], [0, 1]]`` (unit row only when ``unit``); ``(members, ...)`` when batched."""
+        """``[[W, b], [0, 1]]`` (unit row only when ``unit``); ``(members, ...)`` when batched.
+
+        The buffer and its weight and bias views are made once per shape; a call copies the
+        values into the views (Python slicing costs more than the copies at this size)."""
         out_f, in_f = weight.shape[-2:]
         shape = (out_f + int(unit), in_f + 1)
-
-        def init(aug: Tensor) -> None:  # the constant parts, written once
-            aug.zero_()
+        shape = shape if members is None else (members, *shape)
+        key = (tag, bias is None, shape, weight.device, weight.dtype)
+        views = self._augs.get(key)
+        if views is None:
+            if len(self._augs) > 64:  # shapes keep changing (e.g. varying N): start afresh
+                self._augs.clear()
+            aug = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
             if unit:
                 aug[..., out_f, in_f] = 1
-
-        aug = self._buffer(f"{tag}{bias is None}", shape if members is None else (members, *shape), weight, init)
-        aug[..., :out_f, :in_f] = weight
+            views = self._augs[key] = (aug, aug[..., :out_f, :in_f], aug[..., :out_f, in_f])
+        aug, weight_view, bias_view = views
+        weight_view.copy_(weight)
         if bias is not None:
-            aug[..., :out_f, in_f] = bias
+            bias_view.copy_(bias)
         return aug
 
     def _weights(self, values: Mapping[str, Tensor], swept: set[str], members: int) -> list[tuple[Tensor, bool] | None]:
@@ -238,55 +286,78 @@ class Plan:
         return list(zip(bounds[:-1], bounds[1:], strict=True))
 
     # ------------------------------------------------------------------ forward
-    def _run(
+    def _program(
         self,
         weights: list[tuple[Tensor, bool] | None],
-        h: Tensor,
         members: int,
+        in_features: int,
+        w: int,
         layout: str,
-        tag: str,
-        final: Tensor | None = None,
-    ) -> Tensor:
-        """Outputs for the input columns ``h (in + 1, w)``: ``(N, C, w)`` or ``(N, w, C)``;
-        written into ``final`` (contiguous ``(N, C, w)``) when given."""
-        w = h.shape[-1]
-        shared, features = True, h.shape[0] - 1
+        like: Tensor,
+        to_final: bool = False,
+    ) -> list[tuple]:
+        """The operations on one tile of ``w`` samples, with weights and output buffers looked
+        up once per call rather than once per tile. Entries ``(op, *arguments)``:
+
+        - ``("act", step, rows)``: the activation in place over the first ``rows`` rows (all of
+          them when ``None``: it keeps the row of ones, or comes after the last Linear);
+        - ``("mm", a, out)``: a shared layer on a shared input, ``a @ h``;
+        - ``("gemm", a2d, out, rows)``: the first member-dependent layer as one GEMM for the
+          whole population, ``(N * rows, in + 1) @ (in + 1, w)``;
+        - ``("bmm", a, out)``: a later layer, ``a @ h`` per member;
+        - ``("bmm_samples", a_t, out, expand)``: the last layer in ``"samples"`` layout,
+          ``h^T @ a^T`` per member (``expand``: the input is still shared).
+
+        ``out`` is ``None`` where the tile's ``final`` buffer receives the last Linear's output
+        (``to_final``)."""
+        program: list[tuple] = []
+        shared, features = True, in_features
         for i, step in enumerate(self.steps):
             if isinstance(step, _Act):
-                # (after the last Linear there is no row of ones, whatever the layout)
-                block = h if (step.keeps_one or i > self._last) else h[..., :features, :]
-                if step.inplace is not None:
-                    step.inplace(step.module, block)
-                else:
-                    block.copy_(step.module(block))
+                program.append(("act", step, None if (step.keeps_one or i > self._last) else features))
                 continue
             aug, batched = weights[i]
             rows = aug.shape[-2]
             if shared and not batched:
-                h = torch.mm(aug, h, out=self._buffer(f"h{i}{tag}", (rows, w), h))
+                program.append(("mm", aug, self._buffer(f"h{i}/{w}", (rows, w), like)))
             elif i == self._last and layout == "samples":
                 a = aug if batched else aug.expand(members, *aug.shape)
-                hb = h if not shared else h.expand(members, *h.shape)
-                h = torch.bmm(
-                    hb.transpose(1, 2), a.transpose(1, 2), out=self._buffer(f"h{i}{tag}", (members, w, rows), h)
+                program.append(
+                    ("bmm_samples", a.transpose(1, 2), self._buffer(f"s{i}/{w}", (members, w, rows), like), shared)
                 )
-            elif shared:  # the first member-dependent layer: one GEMM for the whole population
-                out = (
-                    final
-                    if final is not None and i == self._last
-                    else self._buffer(f"h{i}{tag}", (members, rows, w), h)
-                )
-                torch.mm(aug.view(members * rows, aug.shape[-1]), h, out=out.view(members * rows, w))
-                h = out
             else:
-                out = (
-                    final
-                    if final is not None and i == self._last
-                    else self._buffer(f"h{i}{tag}", (members, rows, w), h)
-                )
-                h = torch.bmm(aug if batched else aug.expand(members, *aug.shape), h, out=out)
+                final = to_final and i == self._last
+                out = None if final else self._buffer(f"h{i}/{w}", (members, rows, w), like)
+                if shared:
+                    program.append(("gemm", aug.view(members * rows, aug.shape[-1]), out, members * rows))
+                else:
+                    program.append(("bmm", aug if batched else aug.expand(members, *aug.shape), out))
             shared = shared and not batched
             features = step.out_features
+        return program
+
+    @staticmethod
+    def _execute(program: list[tuple], h: Tensor, members: int, final: Tensor | None = None) -> Tensor:
+        """Run a :meth:`_program` on the input columns ``h (in + 1, w)``: ``(N, C, w)`` (into
+        ``final`` when given), or ``(N, w, C)`` in ``"samples"`` layout."""
+        for op, a, out, *extra in program:
+            if op == "act":
+                block = h if out is None else h[..., :out, :]
+                if a.inplace is not None:
+                    a.inplace(a.module, block)
+                else:
+                    block.copy_(a.module(block))
+            elif op == "bmm":
+                h = torch.bmm(a, h, out=final if out is None else out)
+            elif op == "gemm":
+                target = final if out is None else out
+                torch.mm(a, h, out=target.view(extra[0], h.shape[-1]))
+                h = target
+            elif op == "mm":
+                h = torch.mm(a, h, out=out)
+            else:  # "bmm_samples"
+                hb = h.expand(members, *h.shape) if extra[0] else h
+                h = torch.bmm(hb.transpose(1, 2), a, out=out)
         return h
 
     def outputs(self, values: Mapping[str, Tensor], swept: set[str], x: Tensor, members: int) -> Tensor:
@@ -295,7 +366,9 @@ class Plan:
         ``values``: every parameter by name, ``(N, *shape)`` when its name is in ``swept``;
         at least one Linear parameter must be swept (see :meth:`depends_on`).
         """
-        return self._run(self._weights(values, swept, members), self._input(x), members, "samples", "")
+        h = self._input(x)
+        program = self._program(self._weights(values, swept, members), members, x.shape[1], x.shape[0], "samples", h)
+        return self._execute(program, h, members)
 
     def losses(
         self,
@@ -313,22 +386,34 @@ class Plan:
         weights = self._weights(values, swept, members)
         h = self._input(x)
         n, classes = x.shape[0], self.out_features
+        if kind == "cross_entropy" and classes == 2 and self._last == len(self.steps) - 1:
+            weights[self._last] = self._logit_difference(*weights[self._last])
+            kind, classes = "binary", 1
         count, width = self.tiles(n, members, x.element_size())
         if width:
             outs = self._buffer("outs", (count, members, classes, width), h)
+            program = self._program(weights, members, x.shape[1], width, "features", h, to_final=True)
             for k in range(count):
-                self._run(weights, h[:, k * width : (k + 1) * width], members, "features", f"/{width}", outs[k])
+                self._execute(program, h[:, k * width : (k + 1) * width], members, outs[k])
             total = self._tiles_loss(outs, kind, self._prepared_targets(kind, targets, classes, h, 0, count, width))
         else:
             total = None
             for start, stop in self._bounds(n, count):
-                out = self._run(weights, h[:, start:stop], members, "features", f"/{stop - start}")
+                program = self._program(weights, members, x.shape[1], stop - start, "features", h)
+                out = self._execute(program, h[:, start:stop], members)
                 prepared = self._prepared_targets(kind, targets, classes, h, start, 1, stop - start)
                 part = self._tiles_loss(out[None], kind, prepared)
                 total = part if total is None else total.add_(part)
         if reduction == "mean":
             total = total / (n * classes if kind == "mse" else n)
         return total
+
+    def _logit_difference(self, aug: Tensor, batched: bool) -> tuple[Tensor, bool]:
+        """The last layer of a two-class model as one row: logit 1 minus logit 0,
+        ``(N, 1, in + 1)`` (or ``(1, in + 1)`` when shared)."""
+        rows = aug.shape[:-2] + (1, aug.shape[-1])
+        out = self._buffer("difference", rows, aug)
+        return torch.sub(aug[..., 1:2, :], aug[..., 0:1, :], out=out), batched
 
     def _prepared_targets(
         self, kind: str, targets: Tensor, classes: int, like: Tensor, start: int, count: int, width: int
@@ -343,7 +428,10 @@ class Plan:
         cache = self._targets[2]
         if (start, count, width) not in cache:
             part = targets[start : start + count * width]
-            part = F.one_hot(part, classes) if kind == "cross_entropy" else part  # (count * width, C)
+            if kind == "cross_entropy":
+                part = F.one_hot(part, classes)  # (count * width, C)
+            elif kind == "binary":
+                part = (1 - 2 * part)[:, None]  # +1 for class 0, -1 for class 1: (count * width, 1)
             part = part.reshape(count, width, classes).transpose(1, 2)
             cache[(start, count, width)] = part.to(device=like.device, dtype=like.dtype).contiguous()
         return cache[(start, count, width)]
@@ -351,6 +439,8 @@ class Plan:
     def _tiles_loss(self, outs: Tensor, kind: str, prepared: Tensor) -> Tensor:
         """Per-member sums over all samples ``(N,)``; ``outs (K, N, C, w)``, ``prepared (K, C, w)``."""
         count, members, classes, w = outs.shape
+        if kind == "binary":
+            return self._binary_loss(outs, prepared)
         if kind == "mse":
             diff = torch.sub(outs, prepared[:, None], out=self._buffer("diff", outs.shape, outs))
             return diff.square_().sum(dim=(2, 3)).sum(dim=0)
@@ -360,6 +450,19 @@ class Plan:
         picked = torch.bmm(shifted.view(count, members, classes * w), prepared.view(count, classes * w, 1))
         lse = shifted.exp_().sum(dim=2).log_().sum(dim=2)  # (K, N)
         return lse.sub_(picked.view(count, members)).sum(dim=0)
+
+    def _binary_loss(self, diff: Tensor, sign: Tensor) -> Tensor:
+        """Two-class cross-entropy sums ``(N,)`` from the logit differences ``diff (K, N, 1, w)``
+        and ``sign (K, 1, w)`` (+1 for class 0, -1 for class 1): per sample
+        ``softplus(sign * diff) = log(1 + exp(sign * diff))``, in four passes; when a sum is
+        not finite (``exp`` overflowed, or NaN weights), again as ``max(t, 0) + log(1 + exp(-|t|))``."""
+        t = torch.mul(diff, sign[:, None], out=self._buffer("shifted", diff.shape, diff))
+        total = t.exp_().add_(1).log_().sum(dim=(0, 2, 3))
+        if math.isfinite(float(total.sum())):
+            return total
+        t = torch.mul(diff, sign[:, None], out=t)
+        tail = torch.abs(t).neg_().exp_().add_(1).log_()
+        return t.clamp_min_(0).add_(tail).sum(dim=(0, 2, 3))
 
 
 def build_plan(model: nn.Module, inputs: tuple[object, ...]) -> tuple[Plan | None, str]:

@@ -88,7 +88,8 @@ class PopulationLoss:
 
         Parameters of ``model`` not in ``batched`` keep their current values.
         """
-        swept, fixed = self._split(batched)
+        tensors = _batched.named_tensors(self.model)
+        swept, fixed = self._split(batched, tensors)
         sizes = {v.shape[0] for v in swept.values()}
         if len(sizes) > 1:
             raise ValueError(f"PopulationLoss: batched values disagree on the population size: {sorted(sizes)}")
@@ -97,7 +98,7 @@ class PopulationLoss:
             like = next(iter(swept.values()))
             return torch.empty(0, dtype=like.dtype, device=like.device)
         if self.method in ("auto", "batched"):
-            plan, reason = self._batched_plan(swept)
+            plan, reason = self._batched_plan(swept, tensors)
             if plan is not None:
                 self.last_method = "batched"
                 return self._chunked(members, swept, lambda part, n: self._evaluate_batched(plan, part, fixed, n))
@@ -124,19 +125,21 @@ class PopulationLoss:
         return self._evaluate_loop(members, swept, fixed)
 
     # ------------------------------------------------------------------ helpers
-    def _split(self, batched: Mapping[Tensor, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def _split(
+        self, batched: Mapping[Tensor, Tensor], tensors: _batched.Tensors
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Swept values and fixed tensors (parameters and buffers), by name."""
         by_id = {id(p): values for p, values in batched.items()}
         swept: dict[str, Tensor] = {}
         fixed: dict[str, Tensor] = {}
-        for name, p in self.model.named_parameters():
+        for name, p in tensors.parameters:
             if id(p) in by_id:
                 swept[name] = by_id.pop(id(p))
             else:
                 fixed[name] = p.detach()
         if by_id:
             raise ValueError("PopulationLoss: the optimizer trains parameters that are not in its model")
-        fixed.update(dict(self.model.named_buffers()))
+        fixed.update(tensors.buffers)
         return swept, fixed
 
     def _chunked(self, members: int, swept: dict[str, Tensor], run: Callable[[dict[str, Tensor], int], Tensor]):
@@ -149,12 +152,12 @@ class PopulationLoss:
             parts.append(run({k: v[start:stop] for k, v in swept.items()}, stop - start))
         return torch.cat(parts)
 
-    def _batched_plan(self, swept: dict[str, Tensor]) -> tuple[_batched.Plan | None, str]:
+    def _batched_plan(self, swept: dict[str, Tensor], tensors: _batched.Tensors) -> tuple[_batched.Plan | None, str]:
         """The fast plan when it applies to this call, else ``(None, reason)``."""
         x = self.inputs[0] if len(self.inputs) == 1 else None
         if not isinstance(x, Tensor):
             return None, "the fast path needs exactly one input tensor"
-        key = _batched.signature(self.model, x)
+        key = _batched.signature(self.model, x, tensors)
         if self._plan is None or self._plan[0] != key:
             plan, reason = _batched.build_plan(self.model, self.inputs)
             self._plan = (key, plan, reason)

@@ -12,11 +12,19 @@ death times match scipy's single linkage to float precision.
 Single-linkage clusters at radius ``r`` (points joined when their distance is ``<= r``,
 transitively) are exactly the connected components of the MST with edges longer than
 ``r`` removed; the sorted MST edge lengths are the H0 persistence death times.
+
+Small inputs avoid per-call overhead: one torch product for the Gram matrix, then NumPy
+on the ``P x P`` matrix; for ``P <= 128`` Prim runs with three NumPy calls per point (see
+:func:`_prim_small`); components come from one walk over the Prim order.
+:func:`largest_component_at_radius` and :func:`components_at_radius` do a whole topology
+step (tree, radius, labels, largest component) in one call, with the same results as the
+separate functions.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -32,6 +40,8 @@ __all__ = [
     "components",
     "largest_component",
     "auto_radius",
+    "components_at_radius",
+    "largest_component_at_radius",
 ]
 
 
@@ -71,8 +81,9 @@ def _centred_gram(points: Tensor) -> Tensor:
     gram = None
     for start in range(0, d, step):
         block = points[:, start : start + step] if d > step else points
-        block = block.to(torch.float64)  # a copy, or the points themselves when already float64
-        centred = block - block.mean(dim=0, keepdim=True)
+        wide = block.to(torch.float64)  # a copy, or the points themselves when already float64
+        mean = wide.mean(dim=0, keepdim=True)
+        centred = wide - mean if wide is block else wide.sub_(mean)
         gram = centred @ centred.T if gram is None else gram.addmm_(centred, centred.T)
     return gram
 
@@ -91,6 +102,17 @@ def _squared_from_gram(gram: Tensor | np.ndarray):
     return gram
 
 
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+def _squared_distances(points: Tensor) -> np.ndarray:
+    """Squared distances ``(P, P)`` float64 in NumPy on the CPU, by the centred Gram form.
+
+    The Gram matrix is a torch product (on the points' device, with torch's thread
+    settings); only the ``P x P`` result goes to NumPy."""
+    return _squared_from_gram(_centred_gram(points.detach()).cpu().numpy())
+
+
 def pairwise_distances(points: Tensor) -> Tensor:
     """Euclidean distances ``(P, P)`` of ``points (P, D)`` by the Gram-matrix form.
 
@@ -102,11 +124,12 @@ def pairwise_distances(points: Tensor) -> Tensor:
     return _squared_from_gram(_centred_gram(points)).sqrt_().to(points.dtype)
 
 
-def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _prim_rows(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Prim's MST of the dense symmetric ``(n, n)`` matrix ``sq``; edges in insertion order.
 
     One NumPy pass over a row per added point (``O(n^2)`` in all). Ties go to the smallest
     index (``argmin``), and a point's parent changes only for a strictly shorter edge.
+    The general version (any size, NaN or inf entries); :func:`_prim` picks a faster one.
     """
     n = sq.shape[0]
     best = sq[0].copy()
@@ -131,20 +154,105 @@ def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sources, targets
 
 
-def _edge_lengths(points: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """``|x_lo - x_hi|`` per edge, in the points' dtype, a slice of edges at a time.
+# Largest n for :func:`_prim_small` (it keeps two (n, n) matrices besides ``sq``).
+_PRIM_SMALL = 128
+_LOWER: dict[int, np.ndarray] = {}  # n -> (n, n - 1): inf where row >= column + 1, else 0
 
-    ``index_select`` rather than ``points[lo]``: with advanced indexing, slices of a large
-    population left the process holding about the population's size in freed memory."""
+
+def _prim_small(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_prim_rows`'s tree, for a finite ``sq``, in three NumPy calls per point.
+
+    The loop only finds the insertion order: ``best`` is the last row of a work matrix whose
+    columns are set to inf as their points join, so one column write both hides a point from
+    later rows and removes it from ``best``. Each point's parent is found afterwards: the
+    first point in insertion order, among those inserted before it, at the smallest
+    distance (``argmin`` over its masked column) -- the point that last *strictly*
+    improved its distance in the row-by-row version.
+    """
+    n = sq.shape[0]
+    work = np.empty((n + 1, n))
+    work[:n] = sq
+    best = work[n]
+    best[:] = sq[0]
+    work[:, 0] = np.inf
+    order = [0]
+    minimum, inf = np.minimum, np.inf
+    for _ in range(n - 1):
+        nxt = int(best.argmin())
+        order.append(nxt)
+        work[:, nxt] = inf
+        minimum(best, work[nxt], out=best)
+    inserted = np.array(order)
+    mask = _LOWER.get(n)
+    if mask is None:
+        mask = _LOWER[n] = np.where(np.tri(n, n - 1, -1, dtype=bool), np.inf, 0.0)
+    column = sq[inserted[:, None], inserted[None, 1:]]  # (n, n - 1): distance of order[i] to order[j + 1]
+    column += mask  # only points inserted earlier
+    return inserted[column.argmin(axis=0)], inserted[1:]
+
+
+def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prim's MST of the dense symmetric ``(n, n)`` matrix ``sq``: ``(sources, targets)``,
+    ``(n - 1,)`` each, in insertion order (``targets`` joined the tree through ``sources``).
+
+    Starts at point 0; the nearest outside point joins next (ties: the smallest index), and
+    a point's parent is the first inserted point at its smallest distance.
+    """
+    if sq.shape[0] <= _PRIM_SMALL and np.isfinite(sq).all():
+        return _prim_small(sq)
+    return _prim_rows(sq)
+
+
+# Up to this many elements of differences (E * D), the edge differences are taken in NumPy.
+# Larger NumPy temporaries measured slower, and slowed the rest of the step (fresh pages).
+_NUMPY_DIFFERENCES = 1 << 15
+
+
+def _edge_lengths(points: Tensor, lo: np.ndarray, hi: np.ndarray) -> Tensor:
+    """``|x_lo - x_hi|`` per edge ``(E,)``, in the points' dtype and device, a slice of edges at
+    a time (``torch.linalg.vector_norm`` of the differences, whatever the path).
+
+    Small CPU float32/float64 inputs take their differences in NumPy (fewer torch calls);
+    otherwise ``index_select`` rather than ``points[lo]``: with advanced
+    indexing, slices of a large population left the process holding about the population's
+    size in freed memory."""
     rows = max(1, _SLICE_ELEMENTS // max(points.shape[1], 1))
     norm = torch.linalg.vector_norm  # what Tensor.norm(dim=1) calls, minus its Python layers
+    if (
+        lo.size * points.shape[1] <= _NUMPY_DIFFERENCES
+        and points.device.type == "cpu"
+        and points.dtype in _NUMPY_DTYPES
+    ):
+        x = points.detach().numpy()
+        return norm(torch.from_numpy(x[lo] - x[hi]), dim=1)
+    lo_t, hi_t = torch.from_numpy(lo).to(points.device), torch.from_numpy(hi).to(points.device)
     parts = [
-        norm(points.index_select(0, lo[i : i + rows]) - points.index_select(0, hi[i : i + rows]), dim=1)
-        for i in range(0, lo.numel(), rows)
+        norm(points.index_select(0, lo_t[i : i + rows]) - points.index_select(0, hi_t[i : i + rows]), dim=1)
+        for i in range(0, lo.size, rows)
     ]
     if len(parts) == 1:
         return parts[0]
     return torch.cat(parts) if parts else points.new_empty(0)
+
+
+class _Tree(NamedTuple):
+    """An MST with Prim's orientation (internal): edge ``k`` joined point ``child[k]`` to the
+    tree through ``parent[k]`` (``(n-1,)`` int64 NumPy each), in insertion order, so every
+    parent joined before its children. ``lengths``: ``(n-1,)`` exact lengths in the points'
+    dtype and device; ``values``: the same as Python floats."""
+
+    child: np.ndarray
+    parent: np.ndarray
+    lengths: Tensor
+    values: list[float]
+
+
+def _tree(points: Tensor) -> _Tree:
+    """The MST of ``points (P, D)``, ``P >= 2``: squared distances, Prim, exact lengths
+    (``|x_parent - x_child|`` is ``|x_lo - x_hi|`` bit for bit: only signs differ)."""
+    parent, child = _prim(_squared_distances(points))
+    lengths = _edge_lengths(points, parent, child)
+    return _Tree(child, parent, lengths, lengths.tolist())
 
 
 def minimum_spanning_tree(points: Tensor) -> SpanningTree:
@@ -160,12 +268,17 @@ def minimum_spanning_tree(points: Tensor) -> SpanningTree:
     if n <= 1:
         empty = torch.empty(0, dtype=torch.long, device=device)
         return SpanningTree(empty, empty.clone(), points.new_empty(0))
-    sources, targets = _prim(_squared_from_gram(_centred_gram(points).cpu().numpy()))
-    lo, hi = np.minimum(sources, targets), np.maximum(sources, targets)
-    lengths = _edge_lengths(points, torch.from_numpy(lo).to(device), torch.from_numpy(hi).to(device))
-    order = np.lexsort((hi, lo, lengths.cpu().numpy()))  # by length, then source, then target
+    tree = _tree(points)
+    lo, hi = np.minimum(tree.parent, tree.child), np.maximum(tree.parent, tree.child)
+    order = np.lexsort((hi, lo, np.array(tree.values)))  # by length, then source, then target
+    if device.type == "cpu":
+        return SpanningTree(
+            torch.from_numpy(lo[order]), torch.from_numpy(hi[order]), tree.lengths[torch.from_numpy(order)]
+        )
     index = torch.from_numpy(order).to(device)
-    return SpanningTree(torch.from_numpy(lo[order]).to(device), torch.from_numpy(hi[order]).to(device), lengths[index])
+    return SpanningTree(
+        torch.from_numpy(lo[order]).to(device), torch.from_numpy(hi[order]).to(device), tree.lengths[index]
+    )
 
 
 def h0_death_times(points: Tensor) -> Tensor:
@@ -176,11 +289,15 @@ def h0_death_times(points: Tensor) -> Tensor:
     return minimum_spanning_tree(points).lengths
 
 
-def _labels_from_edges(n: int, sources: Tensor, targets: Tensor) -> Tensor:
-    """Connected-component labels ``(n,)`` of an edge list, by union-find.
+def _canonical(roots: list[int]) -> list[int]:
+    """Labels ``(n,)`` numbered in order of each component's smallest index, from any
+    per-point component representative ``roots``."""
+    canonical: dict[int, int] = {}
+    return [canonical.setdefault(r, len(canonical)) for r in roots]
 
-    Labels are canonical: numbered in order of each component's smallest index.
-    """
+
+def _labels_from_edges(n: int, sources: list[int], targets: list[int]) -> list[int]:
+    """Connected-component labels ``(n,)`` of an edge list, by union-find (canonical labels)."""
     root = list(range(n))
 
     def find(i: int) -> int:
@@ -189,14 +306,42 @@ def _labels_from_edges(n: int, sources: Tensor, targets: Tensor) -> Tensor:
             i = root[i]
         return i
 
-    for a, b in zip(sources.tolist(), targets.tolist(), strict=True):
+    for a, b in zip(sources, targets, strict=True):
         ra, rb = find(a), find(b)
         if ra != rb:
             root[max(ra, rb)] = min(ra, rb)
-    roots = [find(i) for i in range(n)]
-    canonical: dict[int, int] = {}
-    labels = [canonical.setdefault(r, len(canonical)) for r in roots]
-    return torch.tensor(labels, dtype=torch.long, device=sources.device)
+    return _canonical([find(i) for i in range(n)])
+
+
+def _in_dtype(radius: float, dtype: torch.dtype) -> float:
+    """``radius`` rounded to ``dtype``, as torch rounds a Python scalar compared with a tensor
+    (``lengths <= radius`` on float32 lengths compares with ``float32(radius)``)."""
+    if dtype == torch.float64:
+        return radius
+    if dtype == torch.float32:
+        with np.errstate(over="ignore"):
+            return float(np.float32(radius))
+    return float(torch.tensor(radius, dtype=dtype))
+
+
+def _labels_from_tree(n: int, tree: _Tree, radius: float) -> list[int]:
+    """Component labels ``(n,)`` at ``radius`` from a :class:`_Tree`: one walk over the Prim
+    order, each point taking its parent's root when its edge is kept (parents come first)."""
+    root = list(range(n))
+    r = _in_dtype(radius, tree.lengths.dtype)
+    for child, parent, length in zip(tree.child.tolist(), tree.parent.tolist(), tree.values, strict=True):
+        if length <= r:
+            root[child] = root[parent]
+    return _canonical(root)
+
+
+def _check_radius(radius: float) -> None:
+    if not radius >= 0:  # also rejects NaN
+        raise ValueError(f"radius must be >= 0, got {radius}")
+
+
+def _long(values: list[int], device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 def components(points: Tensor, radius: float, tree: SpanningTree | None = None) -> Tensor:
@@ -206,12 +351,41 @@ def components(points: Tensor, radius: float, tree: SpanningTree | None = None) 
     Pass a precomputed ``tree`` (from :func:`minimum_spanning_tree`) to reuse it.
     """
     _check_points(points)
-    if not radius >= 0:  # also rejects NaN
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    _check_radius(radius)
+    n = points.shape[0]
     if tree is None:
-        tree = minimum_spanning_tree(points)
-    keep = tree.lengths <= radius
-    return _labels_from_edges(points.shape[0], tree.sources[keep], tree.targets[keep])
+        labels = _labels_from_tree(n, _tree(points), radius) if n > 1 else [0] * n
+    else:
+        keep = (tree.lengths <= radius).tolist()
+        pairs = [(a, b) for a, b, k in zip(tree.sources.tolist(), tree.targets.tolist(), keep, strict=True) if k]
+        labels = _labels_from_edges(n, [a for a, _ in pairs], [b for _, b in pairs])
+    return _long(labels, points.device)
+
+
+_MAX = sys.float_info.max
+
+
+def _rank_value(loss: float) -> float:
+    """A loss as ``torch.nan_to_num(loss, nan=inf)`` ranks it: NaN -> inf, +-inf -> +-max."""
+    return math.inf if math.isnan(loss) else min(max(loss, -_MAX), _MAX)
+
+
+def _largest(labels: list[int], losses: Tensor | None) -> list[int]:
+    """Indices (ascending) of the largest component of ``labels (P,)``; ties as in
+    :func:`largest_component`. Plain Python: ``O(P)`` with no per-call tensor overhead."""
+    sizes = [0] * (max(labels) + 1)
+    for label in labels:
+        sizes[label] += 1
+    top = max(sizes)
+    candidates = [c for c, size in enumerate(sizes) if size == top]
+    if losses is not None and len(candidates) > 1:
+        best = [math.inf] * len(sizes)
+        for label, loss in zip(labels, losses.tolist(), strict=True):
+            best[label] = min(best[label], _rank_value(loss))
+        lowest = min(best[c] for c in candidates)
+        candidates = [c for c in candidates if best[c] == lowest]
+    chosen = candidates[0]
+    return [i for i, label in enumerate(labels) if label == chosen]
 
 
 def largest_component(labels: Tensor, losses: Tensor | None = None) -> Tensor:
@@ -222,17 +396,7 @@ def largest_component(labels: Tensor, losses: Tensor | None = None) -> Tensor:
     """
     if labels.dim() != 1 or labels.numel() == 0:
         raise ValueError("labels must be a non-empty 1-D tensor")
-    n_labels = int(labels.max()) + 1
-    sizes = torch.bincount(labels, minlength=n_labels)
-    candidates = torch.nonzero(sizes == sizes.max()).flatten()
-    if losses is not None and candidates.numel() > 1:
-        clean = torch.nan_to_num(losses.double(), nan=float("inf"))
-        best = torch.full((n_labels,), float("inf"), dtype=torch.float64, device=labels.device)
-        best = best.scatter_reduce(0, labels, clean, reduce="amin")
-        cand_best = best[candidates]
-        candidates = candidates[cand_best == cand_best.min()]
-    chosen = candidates.min()
-    return torch.nonzero(labels == chosen).flatten()
+    return _long(_largest(labels.tolist(), losses), labels.device)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -257,6 +421,22 @@ def _quantile(values: list[float], q: float) -> float:
     return float(Fraction(weight - 1.0) * Fraction(diff) + Fraction(above))
 
 
+def _radius_rule(values: list[float], rule: str, quantile: float) -> float:
+    """:func:`auto_radius` on the death times ``values`` (ascending, as Python floats)."""
+    if not values:
+        return 0.0
+    if rule == "quantile":
+        if not 0.0 <= quantile <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+        return _quantile(values, quantile)
+    if rule == "gap":
+        if len(values) == 1:
+            return float(values[0])
+        d = np.asarray(values, dtype=np.float64)
+        return float(d[int(np.argmax(d[1:] - d[:-1]))])  # the first largest gap (NaN counts as largest)
+    raise ValueError(f"unknown auto radius rule {rule!r}; use 'quantile' or 'gap'")
+
+
 def auto_radius(death_times: Tensor, rule: str = "quantile", quantile: float = 0.5) -> float:
     """Radius from H0 death times ``(P-1,)`` (ascending).
 
@@ -265,16 +445,54 @@ def auto_radius(death_times: Tensor, rule: str = "quantile", quantile: float = 0
       times, i.e. the scale at which the clearest cluster structure has formed.
     Returns 0.0 when there are no edges.
     """
-    if death_times.numel() == 0:
-        return 0.0
-    d = death_times.double()
-    if rule == "quantile":
-        if not 0.0 <= quantile <= 1.0:
-            raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-        return _quantile(d.tolist(), quantile)
-    if rule == "gap":
-        if d.numel() == 1:
-            return float(d[0])
-        gaps = d[1:] - d[:-1]
-        return float(d[int(torch.argmax(gaps))])
-    raise ValueError(f"unknown auto radius rule {rule!r}; use 'quantile' or 'gap'")
+    return _radius_rule(death_times.double().tolist(), rule, quantile)
+
+
+def components_at_radius(
+    points: Tensor, radius: float | str = "auto", rule: str = "quantile", quantile: float = 0.5
+) -> tuple[Tensor, float]:
+    """Single-linkage labels ``(P,)`` and the radius used, in one call.
+
+    ``radius``: a float ``>= 0``, or ``"auto"`` for :func:`auto_radius` (``rule``,
+    ``quantile``) of the MST's death times. The same labels and radius as
+    ``components(points, r, tree)`` with ``tree = minimum_spanning_tree(points)`` and
+    ``r = auto_radius(tree.lengths, rule, quantile)`` (or ``float(radius)``), without
+    building the sorted tree tensors.
+    """
+    labels, r = _components_at_radius(points, radius, rule, quantile)
+    return _long(labels, points.device), r
+
+
+def largest_component_at_radius(
+    points: Tensor,
+    losses: Tensor | None = None,
+    radius: float | str = "auto",
+    rule: str = "quantile",
+    quantile: float = 0.5,
+) -> tuple[Tensor, float]:
+    """Indices (ascending, on the points' device) of the largest single-linkage component of
+    ``points (P, D)``, and the radius used, in one call.
+
+    Equal to ``largest_component(labels, losses)`` with ``labels, r =
+    components_at_radius(points, radius, rule, quantile)`` (ties by ``losses (P,)``).
+    """
+    labels, r = _components_at_radius(points, radius, rule, quantile)
+    if not labels:
+        raise ValueError("labels must be a non-empty 1-D tensor")
+    return _long(_largest(labels, losses), points.device), r
+
+
+def _components_at_radius(points: Tensor, radius: float | str, rule: str, quantile: float) -> tuple[list[int], float]:
+    """Labels ``(P,)`` and radius; see :func:`components_at_radius`."""
+    _check_points(points)
+    if isinstance(radius, str) and radius != "auto":
+        raise ValueError(f"radius must be a float or 'auto', got {radius!r}")
+    n = points.shape[0]
+    tree = _tree(points) if n > 1 else None
+    if radius == "auto":
+        values = [] if tree is None else tree.values
+        r = _radius_rule(values if rule != "gap" else np.sort(values).tolist(), rule, quantile)
+    else:
+        r = float(radius)
+    _check_radius(r)
+    return (_labels_from_tree(n, tree, r) if tree is not None else [0] * n), r

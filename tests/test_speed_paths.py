@@ -169,6 +169,93 @@ def test_batched_path_tiles_of_samples(monkeypatch, n, loss_fn):
     torch.testing.assert_close(got, _reference(model, layout, rows, loss_fn, x, targets), rtol=1e-11, atol=1e-12)
 
 
+def _two_class_data(dtype, n):
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(n, 3, generator=g, dtype=dtype), torch.randint(0, 2, (n,), generator=g)
+
+
+@pytest.mark.parametrize("n", [500, 499])  # equal tiles, and uneven ones
+@pytest.mark.parametrize("frozen", [None, "first", "last"])
+@pytest.mark.parametrize("loss_fn", [F.cross_entropy, nn.CrossEntropyLoss(reduction="sum")])
+def test_two_class_cross_entropy_runs_on_the_logit_difference(monkeypatch, n, frozen, loss_fn):
+    """Two classes, nothing after the last Linear: one output row (logit 1 - logit 0) and a softplus."""
+    from tdopt import _batched
+
+    calls = []
+    original = _batched.Plan._binary_loss
+    monkeypatch.setattr(_batched.Plan, "_binary_loss", lambda self, *a: calls.append(1) or original(self, *a))
+    monkeypatch.setattr(_batched, "TILE_BYTES", 20_000)  # many tiles
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 2)).double()
+    params = list(model.parameters())
+    if frozen:  # a layer the optimizer does not train: shared (not per member) weights
+        for p in params[:2] if frozen == "first" else params[-2:]:
+            p.requires_grad_(False)
+    layout = _Layout([p for p in params if p.requires_grad])
+    g = torch.Generator().manual_seed(1)
+    rows = layout.flatten()[None] + 0.5 * torch.randn(13, layout.dim, generator=g, dtype=torch.float64)
+    x, y = _two_class_data(torch.float64, n)
+    loss = tdopt.PopulationLoss(model, loss_fn, x, y)
+    with torch.no_grad():
+        got = loss.evaluate(layout.unflatten_batch(rows))
+    assert loss.last_method == "batched" and calls
+    torch.testing.assert_close(got, _reference(model, layout, rows, loss_fn, x, y), rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_two_class_cross_entropy_with_huge_logits(dtype):
+    """exp overflows on the fast formula: the stable one takes over (also with a NaN member)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).to(dtype)
+    layout = _Layout(list(model.parameters()))
+    g = torch.Generator().manual_seed(1)
+    rows = layout.flatten()[None] + torch.randn(6, layout.dim, generator=g, dtype=dtype)
+    rows[:3] *= 1e3 if dtype == torch.float64 else 200.0  # |logit differences| far above 709 / 88
+    rows[3, 0] = math.nan
+    x, y = _two_class_data(dtype, 300)
+    reference = _reference(model, layout, rows, F.cross_entropy, x, y)
+    loss = tdopt.PopulationLoss(model, F.cross_entropy, x, y)
+    with torch.no_grad():
+        got = loss.evaluate(layout.unflatten_batch(rows))
+    assert loss.last_method == "batched"
+    assert torch.isnan(got[3]) and torch.isnan(reference[3]) and reference[:3].min() > 10
+    tol = {"rtol": 1e-11, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    keep = [0, 1, 2, 4, 5]
+    torch.testing.assert_close(got[keep], reference[keep], **tol)
+
+
+def test_two_classes_with_an_activation_after_the_last_linear_use_the_general_loss(monkeypatch):
+    from tdopt import _batched
+
+    monkeypatch.setattr(_batched.Plan, "_binary_loss", lambda *a: pytest.fail("not a logit difference"))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2), nn.Tanh()).double()
+    layout, rows = _population(model)
+    x, y = _two_class_data(torch.float64, 200)
+    loss = tdopt.PopulationLoss(model, F.cross_entropy, x, y)
+    with torch.no_grad():
+        got = loss.evaluate(layout.unflatten_batch(rows))
+    assert loss.last_method == "batched"
+    torch.testing.assert_close(got, _reference(model, layout, rows, F.cross_entropy, x, y), rtol=1e-11, atol=1e-12)
+
+
+def test_named_tensors_match_the_module_generators():
+    """One walk gives what modules(), named_parameters() and named_buffers() give: order,
+    names, shared modules and parameters listed once, None entries skipped."""
+    from tdopt import _batched
+
+    shared = nn.Linear(4, 4)
+    inner = nn.Sequential(nn.Linear(3, 4, bias=False), nn.BatchNorm1d(4), shared)
+    model = nn.Sequential(inner, nn.ReLU(), shared, nn.Sequential(nn.Linear(4, 2)))
+    model.register_buffer("scale", torch.ones(()))
+    model.tied = nn.Linear(4, 4)
+    model.tied.weight = shared.weight  # a parameter shared between modules
+    got = _batched.named_tensors(model)
+    assert [id(m) for m in got.modules] == [id(m) for m in model.modules()]
+    assert [(n, id(p)) for n, p in got.parameters] == [(n, id(p)) for n, p in model.named_parameters()]
+    assert [(n, id(b)) for n, b in got.buffers] == [(n, id(b)) for n, b in model.named_buffers()]
+
+
 def test_batched_path_follows_new_minibatches_and_in_place_changes():
     """Caches (recognised loss, one-hot targets, buffers) must notice new or modified data,
     even when a new batch tensor reuses the freed one's memory and id."""

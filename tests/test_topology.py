@@ -134,3 +134,137 @@ def test_cuda_matches_cpu():
     gpu = topology.h0_death_times(x.cuda()).cpu()
     torch.testing.assert_close(cpu, gpu)
     assert topology.components(x.cuda(), 1.0).device.type == "cuda"
+
+
+# ---------------------------------------------------------------- fast paths and one-call helpers
+def _squared(pts) -> np.ndarray:
+    return topology._squared_distances(torch.as_tensor(pts))
+
+
+@settings(max_examples=80, deadline=None)
+@given(point_clouds())
+def test_fast_prim_builds_the_same_tree_as_the_row_by_row_prim(pts):
+    sq = _squared(pts)
+    fast, reference = topology._prim_small(sq), topology._prim_rows(sq)
+    assert np.array_equal(fast[0], reference[0]) and np.array_equal(fast[1], reference[1])
+
+
+def test_prim_uses_the_row_by_row_version_for_non_finite_or_large_input(monkeypatch):
+    calls = []
+    monkeypatch.setattr(topology, "_prim_small", lambda sq: calls.append(sq.shape[0]) or topology._prim_rows(sq))
+    sq = _squared(np.random.default_rng(0).normal(size=(6, 3)))
+    topology._prim(sq)
+    assert calls == [6]
+    sq[1, 2] = sq[2, 1] = np.inf
+    topology._prim(sq)
+    monkeypatch.setattr(topology, "_PRIM_SMALL", 5)
+    topology._prim(_squared(np.random.default_rng(0).normal(size=(6, 3))))
+    assert calls == [6]
+
+
+def _separately(x, losses, radius, rule, q):
+    tree = topology.minimum_spanning_tree(x)
+    r = topology.auto_radius(tree.lengths, rule, q) if radius == "auto" else float(radius)
+    labels = topology.components(x, r, tree)
+    return labels, topology.largest_component(labels, losses), r
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    point_clouds(),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.sampled_from(["auto", 0.0, 0.7, 1.5]),
+    st.sampled_from(["quantile", "gap"]),
+    st.sampled_from([0.0, 0.3, 0.5, 1.0]),
+    st.sampled_from(["none", "distinct", "tied", "nan"]),
+)
+def test_one_call_helpers_equal_the_separate_functions(pts, dtype, radius, rule, q, loss_kind):
+    x = torch.tensor(pts, dtype=dtype)
+    n = x.shape[0]
+    losses = {
+        "none": None,
+        "distinct": torch.arange(n, 0, -1, dtype=torch.float64),
+        "tied": torch.ones(n, dtype=torch.float64),
+        "nan": torch.tensor([math.nan, math.inf, -math.inf, 1.0] * n, dtype=torch.float64)[:n],
+    }[loss_kind]
+    labels, members, r = _separately(x, losses, radius, rule, q)
+    got_labels, got_r = topology.components_at_radius(x, radius, rule, q)
+    got_members, got_r2 = topology.largest_component_at_radius(x, losses, radius, rule, q)
+    assert torch.equal(got_labels, labels) and got_labels.dtype == torch.long
+    assert torch.equal(got_members, members)
+    assert got_r == r and got_r2 == r
+
+
+def test_one_call_helpers_edge_cases():
+    one = torch.randn(1, 3)
+    assert topology.largest_component_at_radius(one) == (torch.tensor([0]), 0.0)
+    assert topology.components_at_radius(one, 2.0)[0].tolist() == [0]
+    with pytest.raises(ValueError, match="non-empty"):
+        topology.largest_component_at_radius(torch.empty(0, 3))
+    x = torch.randn(5, 3)
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="radius"):
+            topology.largest_component_at_radius(x, radius=bad)
+    with pytest.raises(ValueError, match="radius"):
+        topology.components_at_radius(x, radius="median")
+    with pytest.raises(ValueError, match="unknown auto radius rule"):
+        topology.largest_component_at_radius(x, rule="median")
+    nan_points = x.clone()
+    nan_points[2, 1] = math.nan  # NaN edge lengths: a NaN auto radius is rejected, as by components()
+    with pytest.raises(ValueError, match="radius"):
+        topology.largest_component_at_radius(nan_points)
+    with pytest.raises(ValueError, match="radius"):
+        _separately(nan_points, None, "auto", "quantile", 0.5)
+
+
+@pytest.mark.parametrize("slice_elements", [None, 7 * 5])
+def test_topology_leaves_float64_points_unchanged(monkeypatch, slice_elements):
+    """The Gram matrix centres a float64 copy in place; float64 points themselves are not a copy."""
+    if slice_elements:
+        monkeypatch.setattr(topology, "_SLICE_ELEMENTS", slice_elements)
+    x = torch.randn(7, 20, dtype=torch.float64) + 3.0
+    before = x.clone()
+    topology.minimum_spanning_tree(x)
+    topology.largest_component_at_radius(x)
+    assert torch.equal(x, before)
+
+
+def test_points_that_require_grad():
+    x = torch.randn(6, 4, requires_grad=True)
+    tree = topology.minimum_spanning_tree(x)
+    torch.testing.assert_close(tree.lengths.detach(), topology.minimum_spanning_tree(x.detach()).lengths)
+    assert topology.largest_component_at_radius(x)[0].numel() >= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_call_helper_on_cuda(dtype):
+    x = torch.randn(40, 9, dtype=dtype)
+    losses = torch.rand(40, dtype=torch.float64)
+    members, r = topology.largest_component_at_radius(x.cuda(), losses.cuda())
+    assert members.device.type == "cuda"
+    ref_members, ref_r = topology.largest_component_at_radius(x, losses)
+    assert torch.equal(members.cpu(), ref_members) and r == pytest.approx(ref_r, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_edges_compare_with_the_radius_in_the_points_dtype(dtype):
+    """A float32 edge length L is kept at a float64 radius just below L that rounds to L (as
+    torch's ``lengths <= radius`` does); in float64 it is not."""
+    length = float(np.float32(0.7))
+    x = torch.tensor([[0.0, 0.0], [length, 0.0], [5.0, 5.0]], dtype=dtype)
+    radius = length - float(np.spacing(np.float32(length))) / 4
+    expected = [0, 0, 1] if dtype == torch.float32 else [0, 1, 2]
+    tree = topology.minimum_spanning_tree(x)
+    assert topology.components(x, radius, tree).tolist() == expected
+    assert topology.components(x, radius).tolist() == expected
+    assert topology.components_at_radius(x, radius)[0].tolist() == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tree_lengths_are_the_exact_norms_of_the_sorted_edges(dtype):
+    x = torch.randn(30, 40, generator=torch.Generator().manual_seed(5)).to(dtype)
+    tree = topology.minimum_spanning_tree(x)
+    assert torch.all(tree.sources < tree.targets)
+    expected = torch.linalg.vector_norm(x[tree.sources] - x[tree.targets], dim=1)
+    assert torch.equal(tree.lengths, expected)  # bit for bit, in the points' dtype
