@@ -455,12 +455,14 @@ class Plan:
         """Two-class cross-entropy sums ``(N,)`` from the logit differences ``diff (K, N, 1, w)``
         and ``sign (K, 1, w)`` (+1 for class 0, -1 for class 1): per sample
         ``softplus(sign * diff) = log(1 + exp(sign * diff))``, in four passes; when a sum is
-        not finite (``exp`` overflowed, or NaN weights), again as ``max(t, 0) + log(1 + exp(-|t|))``."""
+        not finite (``exp`` overflowed, or NaN weights), again as ``max(t, 0) + log(1 + exp(-|t|))``.
+        Off the CPU the stable form always runs: checking the sums would synchronise the device."""
         t = torch.mul(diff, sign[:, None], out=self._buffer("shifted", diff.shape, diff))
-        total = t.exp_().add_(1).log_().sum(dim=(0, 2, 3))
-        if math.isfinite(float(total.sum())):
-            return total
-        t = torch.mul(diff, sign[:, None], out=t)
+        if diff.device.type == "cpu":
+            total = t.exp_().add_(1).log_().sum(dim=(0, 2, 3))
+            if math.isfinite(float(total.sum())):
+                return total
+            t = torch.mul(diff, sign[:, None], out=t)
         tail = torch.abs(t).neg_().exp_().add_(1).log_()
         return t.clamp_min_(0).add_(tail).sum(dim=(0, 2, 3))
 

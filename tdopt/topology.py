@@ -15,7 +15,9 @@ transitively) are exactly the connected components of the MST with edges longer 
 
 Small inputs avoid per-call overhead: one torch product for the Gram matrix, then NumPy
 on the ``P x P`` matrix; for ``P <= 128`` Prim runs with three NumPy calls per point (see
-:func:`_prim_small`); components come from one walk over the Prim order.
+:func:`_prim_small`); components come from one walk over the Prim order, and labels, the
+largest component and the auto radius are computed on Python lists (``O(P)``, no tensor
+calls per element).
 :func:`largest_component_at_radius` and :func:`components_at_radius` do a whole topology
 step (tree, radius, labels, largest component) in one call, with the same results as the
 separate functions.

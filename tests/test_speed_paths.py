@@ -460,6 +460,22 @@ def test_batched_population_loss_on_cuda():
     torch.testing.assert_close(got.cpu(), reference, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_two_class_batched_loss_on_cuda():
+    x, y = _two_class_data(torch.float32, 300)
+    model = nn.Sequential(nn.Linear(3, 10), nn.ReLU(), nn.Linear(10, 2))
+    layout, rows = _population(model)
+    rows[0] *= 300.0  # huge logits: the stable form (always used off the CPU)
+    reference = _reference(model, layout, rows, F.cross_entropy, x, y)
+    model.cuda()
+    layout = _Layout(list(model.parameters()))
+    loss = tdopt.PopulationLoss(model, F.cross_entropy, x.cuda(), y.cuda())
+    with torch.no_grad():
+        got = loss.evaluate(layout.unflatten_batch(rows.cuda()))
+    assert loss.last_method == "batched"
+    torch.testing.assert_close(got.cpu(), reference, rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------- the speed benchmark
 def test_speed_benchmark_quick_run_writes_json_plots_and_docs(tmp_path):
     pytest.importorskip("matplotlib")
