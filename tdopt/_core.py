@@ -319,10 +319,9 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
 
     radius, members = math.nan, torch.zeros(1, dtype=torch.long, device=children.device)
     if config.average:
-        tree = topology.minimum_spanning_tree(selected)
-        radius = _radius(tree, config)
-        labels = topology.components(selected, radius, tree)
-        members = topology.largest_component(labels, selected_losses)
+        members, radius = topology.largest_component_at_radius(
+            selected, selected_losses, config.radius, config.auto_rule, config.auto_quantile
+        )
     weights = _component_weights(members.numel(), config.weighting, children)
     average = weights @ selected[members]
     if config.consensus == "candidate":
@@ -366,13 +365,6 @@ def _csa(state: State, centre: Tensor, sigma: Tensor | float, mu_eff: float, con
     return min(max(state.sigma_scale * math.exp(exponent), 1e-12), 1e12), path
 
 
-def _radius(tree: topology.SpanningTree, config: Config) -> float:
-    """The configured radius, or the ``"auto"`` rule applied to the tree's death times."""
-    if isinstance(config.radius, str):
-        return topology.auto_radius(tree.lengths, config.auto_rule, config.auto_quantile)
-    return float(config.radius)
-
-
 def _parent_losses(state: State, config: Config, rep_losses: Tensor) -> Tensor:
     """Per-member parent losses ``(P,)``: measured representatives broadcast to groups."""
     reps = _representatives(state, config)
@@ -398,9 +390,7 @@ def _average_largest_component(
     """
     reps = _first_of_each_group(groups)
     points = population[reps]
-    tree = topology.minimum_spanning_tree(points)
-    radius = _radius(tree, config)
-    rep_labels = topology.components(points, radius, tree)
+    rep_labels, radius = topology.components_at_radius(points, config.radius, config.auto_rule, config.auto_quantile)
     member_labels = rep_labels[_rep_position(groups, reps)]
     members = topology.largest_component(member_labels, losses)
     chosen = reps[rep_labels == member_labels[members[0]]]
