@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -31,6 +32,8 @@ from .tasks import Task, get_task
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "no averaging (ablation)": {"average": False},
+    "absolute step sizes (lr 0.3)": {"scale_parameter": False, "lr": 0.3},
+    "absolute step sizes (lr 0.3), no averaging": {"scale_parameter": False, "lr": 0.3, "average": False},
     "step rule: CSA": {"step_rule": "csa"},
     "step rule: CSA, no averaging": {"step_rule": "csa", "average": False},
     "consensus as centre": {"consensus": "centre"},
@@ -41,7 +44,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "radius: inf (all selected)": {"radius": 1e9},
     "popsize 16": {"popsize": 16},
     "popsize 16, no averaging": {"popsize": 16, "average": False},
-    "lr 0.5": {"lr": 0.5},
+    "lr 1.5": {"lr": 1.5},
+    "lr 6": {"lr": 6.0},
     "population mode (literal rule)": {"mode": "population"},
     "population mode, no averaging": {"mode": "population", "average": False},
 }
@@ -165,8 +169,8 @@ def averaging_effect(runs: list[dict[str, Any]], on: str = "default", off: str =
             if key == "evals_to_target" and min(a + b) > budget:  # no run reached the target
                 continue
             diff, low, high = _median_difference(a, b, seed=len(a) * 1000 + len(b))
-            p = _mann_whitney(a, b)
-            better = "on" if sign * diff > 0 else "off"
+            p, a_larger = _mann_whitney(a, b)
+            better = "on" if a_larger == (sign > 0) else "off"
             verdict = f"{better} better" if p < 0.05 else "no clear difference"
             lines.append(
                 f"| {task} ({len(a)}/{len(b)}) | {label} | {_fmt(statistics.median(a), budget)} "
@@ -195,12 +199,14 @@ def _median_difference(a: list[float], b: list[float], seed: int, draws: int = 4
     return float(np.median(xa) - np.median(xb)), float(low), float(high)
 
 
-def _mann_whitney(a: list[float], b: list[float]) -> float:
+def _mann_whitney(a: list[float], b: list[float]) -> tuple[float, bool]:
+    """Two-sided p-value, and whether ``a`` tends to be the larger (U above its mean)."""
     from scipy.stats import mannwhitneyu
 
     if len(set(a) | set(b)) == 1:
-        return 1.0
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+        return 1.0, False
+    result = mannwhitneyu(a, b, alternative="two-sided")
+    return float(result.pvalue), float(result.statistic) > len(a) * len(b) / 2
 
 
 def _spread(values: list[float]) -> str:
@@ -210,7 +216,7 @@ def _spread(values: list[float]) -> str:
 
 
 def _count(value: float) -> str:
-    return "-" if value == float("inf") else f"{value:.0f}"
+    return "-" if not math.isfinite(value) else f"{value:.0f}"  # inf (or inf - inf): not reached
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,9 @@ applied by patching ``tdopt._core`` inside the worker process (never in the pack
 - ``_excl``: the consensus candidate is left out of the step-size rule's success count;
 - ``_every``: the consensus candidate is proposed only every k-th generation;
 - ``_adapt``: after a proposed consensus candidate is not the best of its generation, the next
-  k generations propose none.
+  k generations propose none;
+- ``_relative``: one param group per tensor, ``lr = r * RMS(tensor at init)`` (step sizes relative to
+  each tensor's scale).
 
     python -m benchmarks.ablation_screen --tasks two-moons,digits --variants default,noavg,lr=0.5
 
@@ -80,6 +82,27 @@ def _patch(exclude_consensus: bool, every: int, adapt: int) -> None:
     core._tell_centre = gated
 
 
+def _relative_steps(relative: float | None) -> None:
+    """Make the screened TDOpt use one param group per tensor with ``lr = relative * RMS(tensor)``
+    (``None``: TDOpt as it is; workers are reused, so every job sets this)."""
+    import types
+
+    import tdopt
+
+    from . import ablation
+
+    if relative is None:
+        ablation.tdopt = tdopt
+        return
+
+    def make(params: Any, **options: Any) -> tdopt.TDOpt:
+        options.pop("lr", None)
+        groups = [{"params": [p], "lr": relative * float(p.detach().pow(2).mean().sqrt())} for p in params]
+        return tdopt.TDOpt(groups, **options)
+
+    ablation.tdopt = types.SimpleNamespace(TDOpt=make, PopulationLoss=tdopt.PopulationLoss)
+
+
 def _job(args: tuple[str, str, int, int]) -> dict[str, Any]:
     from .ablation import run_variant
     from .tasks import get_task
@@ -88,6 +111,7 @@ def _job(args: tuple[str, str, int, int]) -> dict[str, Any]:
     torch.set_num_threads(1)
     options = _options(name)
     _patch(options.pop("_excl", False), options.pop("_every", 0), options.pop("_adapt", 0))
+    _relative_steps(options.pop("_relative", None))
     return {
         "task": task,
         "variant": name,

@@ -25,7 +25,12 @@ __all__ = ["TDOpt"]
 
 Closure = Callable[[], Any] | PopulationLoss
 
-# Keys that configure the whole population, so every param group must agree on them.
+# Default step size: relative to each parameter's initial RMS (``scale_parameter=True``), so
+# about 1.7/sqrt(fan_in) for a PyTorch-initialised Linear layer (its RMS is 1/sqrt(3 fan_in)).
+LR = 3.0
+
+# Keys that configure the whole population, so every param group must agree on them
+# (``lr`` and ``scale_parameter`` may differ between groups: they only set step sizes).
 _GLOBAL_KEYS = (
     "popsize",
     "radius",
@@ -76,6 +81,14 @@ class _Layout:
             values = chunk.reshape(n, *view.shape).to(view.dtype)
             out[p] = torch.view_as_complex(values.contiguous()) if p.is_complex() else values
         return out
+
+    def rms(self) -> list[float]:
+        """Root mean square of each parameter's current values; a parameter that is all zeros
+        gets the RMS of all the parameters together, and 1.0 when that is zero too."""
+        per_param = [float(v.detach().double().pow(2).mean().sqrt()) for v in self.real_views]
+        total = sum(r * r * n for r, n in zip(per_param, self.numels, strict=True)) / self.dim
+        fallback = math.sqrt(total) if total > 0 else 1.0
+        return [r if r > 0 else fallback for r in per_param]
 
     def per_coordinate(self, values: list[float]) -> Tensor:
         """Expand one value per parameter into a ``(D,)`` vector."""
@@ -136,8 +149,11 @@ class TDOpt(Optimizer):
     the same batch.
 
     Args:
-        params: parameters or param groups. Only ``lr`` may differ between groups.
-        lr: mutation step size sigma (per group; LR schedulers scale it).
+        params: parameters or param groups. Only ``lr`` and ``scale_parameter`` may differ
+            between groups.
+        lr: mutation step size sigma (per group; LR schedulers scale it): relative to each
+            parameter's RMS at the first step when ``scale_parameter`` (default), absolute
+            otherwise.
         popsize: population size ``P >= 2``.
         radius: single-linkage radius (> 0), or ``"auto"``: from the H0 death times
             (MST edge lengths) of the population by ``auto_rule``.
@@ -157,6 +173,11 @@ class TDOpt(Optimizer):
         consensus: ``"candidate"`` (default) or ``"centre"`` (``"centre"`` mode).
         step_rule: ``"success"`` (default: the success rule, adapts in a few steps at any
             dimension) or ``"csa"`` (cumulative step-size adaptation; ``"centre"`` mode).
+        scale_parameter: scale each parameter's step size by the root mean square of its
+            values at the first step (as Adafactor's ``scale_parameter``), so layers of
+            different fan-in get steps in proportion to their weights; a parameter that is
+            all zeros gets the RMS of all the parameters (1.0 if they are all zero). The
+            scales are kept in the state. ``False``: ``lr`` is the absolute step size.
         seed: seed of the optimizer's private generator (``None``: drawn once from torch's
             global generator at construction).
         process_group: ``None``: evaluate the population across the ranks of
@@ -170,7 +191,7 @@ class TDOpt(Optimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float | Tensor = 0.3,
+        lr: float | Tensor = LR,
         popsize: int = 8,
         radius: float | str = "auto",
         *,
@@ -186,6 +207,7 @@ class TDOpt(Optimizer):
         mode: str = "centre",
         consensus: str = "candidate",
         step_rule: str = "success",
+        scale_parameter: bool = True,
         seed: int | None = None,
         process_group: Any = None,
         dist_timeout: float | None = None,
@@ -211,6 +233,7 @@ class TDOpt(Optimizer):
             mode=mode,
             consensus=consensus,
             step_rule=step_rule,
+            scale_parameter=scale_parameter,
             seed=seed,
         )
         self._make_config(defaults)  # validates the hyperparameters
@@ -227,9 +250,13 @@ class TDOpt(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         _validate_lr(group["lr"])
+        if not isinstance(group["scale_parameter"], bool):
+            raise ValueError(f"scale_parameter must be a bool, got {group['scale_parameter']!r}")
         for key in _GLOBAL_KEYS:
             if group[key] != self.defaults[key]:
-                raise ValueError(f"param groups may only differ in 'lr'; got {key}={group[key]!r}")
+                raise ValueError(
+                    f"param groups may only differ in 'lr' and 'scale_parameter'; got {key}={group[key]!r}"
+                )
 
     @staticmethod
     def _make_config(options: dict[str, Any]) -> _core.Config:
@@ -247,9 +274,25 @@ class TDOpt(Optimizer):
             raise ValueError(f"TDOpt needs all trainable parameters on one device, got {sorted(map(str, devices))}")
         return _Layout(params)
 
-    def _sigma(self, layout: _Layout) -> Tensor:
-        lr_of = {p: float(g["lr"]) for g in self.param_groups for p in g["params"]}
-        return layout.per_coordinate([lr_of[p] for p in layout.params])
+    def _sigma(self, layout: _Layout, scales: list[float]) -> Tensor:
+        """Base step size per coordinate ``(D,)``: each parameter's group ``lr``, times the
+        parameter's initial RMS ``scales`` where its group has ``scale_parameter``."""
+        group_of = {p: g for g in self.param_groups for p in g["params"]}
+        steps = [
+            float(group_of[p]["lr"]) * (scale if group_of[p]["scale_parameter"] else 1.0)
+            for p, scale in zip(layout.params, scales, strict=True)
+        ]
+        return layout.per_coordinate(steps)
+
+    def _param_scales(self, layout: _Layout) -> list[float]:
+        """Each trainable parameter's RMS when the optimizer first stepped (kept in the state,
+        so a resumed run uses the same step sizes)."""
+        st = self.state[self._state_key(layout)]
+        if not st:
+            return layout.rms()
+        if "param_scales" not in st:
+            raise ValueError("saved TDOpt state lacks 'param_scales': it was written by an older tdopt version")
+        return st["param_scales"].tolist()
 
     # ----------------------------------------------------------------- state
     def _state_key(self, layout: _Layout) -> Tensor:
@@ -303,8 +346,9 @@ class TDOpt(Optimizer):
             raise ValueError("TDOpt.step needs a closure that returns the loss: opt.step(closure)")
         layout = self._layout()
         config = self._make_config(self.defaults)
+        scales = self._param_scales(layout)
         state, generator = self._core_state(layout, config)
-        sigma = self._sigma(layout)
+        sigma = self._sigma(layout, scales)
         candidates = _core.ask(state, config, sigma, generator)
         try:
             losses = self._evaluate(candidates, closure, layout)
@@ -312,6 +356,7 @@ class TDOpt(Optimizer):
             layout.write(state.best)
         state = _core.tell(state, config, candidates, losses, sigma)
         self._save_core_state(layout, state, generator)
+        self.state[self._state_key(layout)]["param_scales"] = torch.tensor(scales, dtype=torch.float64)
         layout.write(state.best)
         if not torch.isfinite(state.best_loss):
             warnings.warn(
@@ -373,7 +418,8 @@ class TDOpt(Optimizer):
 
     @property
     def sigma(self) -> list[float]:
-        """Current mutation step size per param group (``lr`` times the adapted scale)."""
+        """Current mutation step size per param group: ``lr`` times the adapted scale (relative
+        to each parameter's initial RMS where the group has ``scale_parameter``)."""
         scale = float(self._counter("sigma_scale", 1.0))
         return [float(g["lr"]) * scale for g in self.param_groups]
 

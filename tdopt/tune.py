@@ -11,7 +11,7 @@ A user objective receives a :class:`TrialRun` (the trial's TDOpt options, its se
     def objective(run):
         torch.manual_seed(run.seed)
         model = make_model()
-        opt = run.optimizer(model.parameters(), lr=0.05)   # TDOpt(**tuned options)
+        opt = run.optimizer(model.parameters())   # TDOpt(**tuned options)
         while opt.evaluations < 2000:
             loss = float(opt.step(closure))
             run.report(opt.evaluations, loss)               # may raise optuna.TrialPruned
@@ -118,7 +118,8 @@ class SearchSpace:
             ``"quantile"`` (``radius="auto"``, tuned ``auto_quantile``), ``"gap"``
             (``radius="auto", auto_rule="gap"``). One mode: no categorical parameter.
         radius: ``(low, high)`` of the log-uniform fixed radius (parameter-space distance;
-            members of a population with step ``lr`` in ``D`` dims lie ~``lr*sqrt(2D)`` apart).
+            members of a population with step sigma in ``D`` dims lie ~``sigma*sqrt(2D)`` apart;
+            sigma = ``lr`` times each parameter's initial RMS by default).
         auto_quantile: ``(low, high)`` of the uniform ``auto_quantile``.
         popsize: ``(low, high)`` to tune the population size (log-uniform int), or None.
         lr: ``(low, high)`` to tune the step size sigma (log-uniform), or None.

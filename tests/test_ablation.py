@@ -54,3 +54,12 @@ def test_median_difference_interval_contains_the_difference() -> None:
     b = [float(x) for x in range(0, 20)]
     diff, low, high = _median_difference(a, b, seed=0)
     assert diff == 10.0 and low <= diff <= high and high - low < 20
+
+
+def test_verdict_follows_the_ranks_when_the_medians_tie() -> None:
+    on = _runs("default", [100] * 20, acc=0.99)
+    off = _runs("no averaging (ablation)", [100] * 20, acc=0.99)
+    for i, r in enumerate(off):
+        r["test_acc"] = 0.99 if i < 11 else 0.95  # same median, but off is worse on 9 seeds
+    row = _row(averaging_effect(on + off), "test accuracy")
+    assert row[4].startswith("+0.00") and row[-1] == "on better"

@@ -45,6 +45,7 @@ def quadratic_problem(dtype=torch.float32):
         (dict(weighting="softmax"), "weighting"),
         (dict(replace="some"), "replace"),
         (dict(seed=-3), "seed"),
+        (dict(scale_parameter="yes"), "scale_parameter"),
     ],
 )
 def test_invalid_hyperparameters_raise(kwargs, match):
@@ -62,7 +63,7 @@ def test_empty_and_frozen_params_raise():
 
 def test_param_groups_may_only_differ_in_lr():
     a, b = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
-    with pytest.raises(ValueError, match="only differ in 'lr'"):
+    with pytest.raises(ValueError, match="only differ in 'lr' and 'scale_parameter'"):
         TDOpt([{"params": [a]}, {"params": [b], "popsize": 4}])
 
 
@@ -164,7 +165,7 @@ def test_constant_closure_leaves_params_unchanged():
 
 def test_closure_with_backward_works():
     params, closure = quadratic_problem()
-    opt = TDOpt(params, popsize=4, seed=0)
+    opt = TDOpt(params, lr=0.3, popsize=4, seed=0)
 
     def closure_with_backward():
         opt.zero_grad()
@@ -218,6 +219,47 @@ def test_per_group_lr_scales_the_mutations():
     assert spread_a > 100 * spread_b
 
 
+def _spreads(opt: TDOpt, n: int) -> tuple[float, float]:
+    pop = next(iter(opt.state.values()))["population"]
+    return float(pop[:, :n].std()), float(pop[:, n:].std())
+
+
+def test_step_sizes_are_relative_to_each_parameters_initial_rms():
+    g = torch.Generator().manual_seed(0)
+    a = (3.0 * torch.randn(400, generator=g)).requires_grad_()
+    b = (0.01 * torch.randn(400, generator=g)).requires_grad_()
+    initial_rms = [float(p.detach().double().pow(2).mean().sqrt()) for p in (a, b)]
+    opt = TDOpt([a, b], lr=1.0, popsize=4, seed=0, average=False)
+    for _ in range(3):  # the scales are those of the first step's values, kept in the state
+        opt.step(lambda: -(a.sum() + b.sum()))
+    scales = next(iter(opt.state.values()))["param_scales"].tolist()
+    assert scales == pytest.approx(initial_rms, rel=1e-12)
+    spread_a, spread_b = _spreads(opt, 400)
+    assert 0.5 < (spread_a / spread_b) / (scales[0] / scales[1]) < 2.0  # the spread follows each RMS
+
+
+def test_scale_parameter_false_makes_lr_absolute_per_group():
+    a = torch.full((400,), 100.0, requires_grad=True)
+    b = torch.full((400,), 0.01, requires_grad=True)
+    groups = [{"params": [a], "scale_parameter": False}, {"params": [b], "scale_parameter": False}]
+    opt = TDOpt(groups, lr=1.0, popsize=4, seed=0, average=False)
+    opt.step(lambda: -(a.sum() + b.sum()))
+    spread_a, spread_b = _spreads(opt, 400)
+    assert 0.5 < spread_a / spread_b < 2.0  # same absolute step for both
+
+
+def test_all_zero_parameter_steps_with_the_rms_of_all_parameters():
+    a = torch.zeros(100, requires_grad=True)
+    b = torch.full((100,), 2.0, requires_grad=True)
+    opt = TDOpt([a, b], popsize=4, seed=0)
+    opt.step(lambda: (a.sum() + b.sum()) ** 2)
+    torch.testing.assert_close(next(iter(opt.state.values()))["param_scales"].tolist(), [math.sqrt(2.0), 2.0])
+    zeros = torch.zeros(5, requires_grad=True)
+    opt = TDOpt([zeros], popsize=4, seed=0)
+    opt.step(lambda: zeros.sum() ** 2)
+    assert next(iter(opt.state.values()))["param_scales"].tolist() == [1.0]
+
+
 def test_nan_everywhere_warns_and_keeps_params():
     params, _ = quadratic_problem()
     before = [p.detach().clone() for p in params]
@@ -269,13 +311,14 @@ def test_state_dict_resume_is_exact_and_interleaves():
     assert opt_a.evaluations == opt_b.evaluations
 
 
-def test_state_dict_from_an_older_version_is_refused_clearly():
+@pytest.mark.parametrize("missing", ["reference_loss", "param_scales"])
+def test_state_dict_from_an_older_version_is_refused_clearly(missing):
     params, closure = quadratic_problem()
     opt = TDOpt(params, popsize=6, seed=0)
     run_steps(opt, closure, 2)
     saved = copy.deepcopy(opt.state_dict())
     for st in saved["state"].values():
-        del st["reference_loss"]
+        del st[missing]
     opt2 = TDOpt(params, popsize=6, seed=0)
     opt2.load_state_dict(saved)
     with pytest.raises(ValueError, match="older tdopt"):
