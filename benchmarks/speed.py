@@ -80,6 +80,7 @@ TOPOLOGY_FUNCTIONS = (
     "h0_death_times",
     "components_at_radius",
     "largest_component_at_radius",
+    "_largest_members",  # what _core's NumPy path calls (largest_component_at_radius minus the tensor)
 )
 # Rough per-generation cost of cmaes.CMA 0.13 (measured here on one core): each ask() forms
 # B @ diag(D) (D^3), tell() builds a (P, D, D) einsum. Used only to skip hopeless runs.

@@ -34,6 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+try:  # scipy's compiled single linkage (Prim on a condensed matrix) and cophenetic distances
+    from scipy.cluster._hierarchy import cophenetic_distances as _cophenetic
+    from scipy.cluster._hierarchy import mst_single_linkage as _mst_single_linkage
+except ImportError:  # pragma: no cover - private scipy API; the NumPy Prim is used instead
+    _cophenetic = _mst_single_linkage = None
+
 __all__ = [
     "SpanningTree",
     "pairwise_distances",
@@ -205,6 +211,48 @@ def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _prim_rows(sq)
 
 
+_UPPER: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # n -> rows, columns, flat index (i < j)
+
+
+def _upper(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and flat indices of the pairs ``i < j`` of an ``(n, n)`` matrix, in scipy's
+    condensed order (cached)."""
+    upper = _UPPER.get(n)
+    if upper is None:
+        rows, cols = np.triu_indices(n, 1)
+        upper = _UPPER[n] = (rows, cols, rows * n + cols)
+    return upper
+
+
+def _certain_tree(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The edges ``(lo, hi)`` (``lo < hi``, ``(n-1,)`` each) of :func:`_prim`'s tree of ``sq``,
+    computed in compiled code, or None where that tree cannot be certified (then use
+    :func:`_prim`).
+
+    ``sq`` is not exactly symmetric (``sq[i, j]`` and ``sq[j, i]`` round differently), and
+    :func:`_prim` reads ``sq[a, b]`` with ``a`` in the tree. The tree ``T`` is scipy's MST of
+    the upper triangle; if every other pair is longer than the longest edge on its tree path
+    (its cophenetic distance) by more than twice the asymmetry ``delta``, then every cut's
+    shortest crossing, read in either direction, is a tree edge, so Prim builds ``T`` whatever
+    the reading direction and tie order. ``slack`` covers ``2 delta`` and the rounding of the test.
+    """
+    if _mst_single_linkage is None:
+        return None
+    n = sq.shape[0]
+    delta = float(np.abs(sq - sq.T).max())  # NaN or inf unless sq is finite
+    if not math.isfinite(delta):
+        return None
+    rows, cols, flat = _upper(n)
+    condensed = sq.take(flat)
+    cophenetic = np.empty_like(condensed)
+    _cophenetic(_mst_single_linkage(condensed, n), cophenetic, n)
+    slack = 4.0 * delta + 1e-15 * float(condensed.max())
+    edges = np.flatnonzero(condensed <= cophenetic + slack)  # tree edges: condensed == cophenetic
+    if edges.size != n - 1:
+        return None
+    return rows[edges], cols[edges]
+
+
 # Up to this many elements of differences (E * D), the edge differences are taken in NumPy.
 # Larger NumPy temporaries measured slower, and slowed the rest of the step (fresh pages).
 _NUMPY_DIFFERENCES = 1 << 15
@@ -238,23 +286,30 @@ def _edge_lengths(points: Tensor, lo: np.ndarray, hi: np.ndarray) -> Tensor:
 
 
 class _Tree(NamedTuple):
-    """An MST with Prim's orientation (internal): edge ``k`` joined point ``child[k]`` to the
-    tree through ``parent[k]`` (``(n-1,)`` int64 NumPy each), in insertion order, so every
-    parent joined before its children. ``lengths``: ``(n-1,)`` exact lengths in the points'
-    dtype and device; ``values``: the same as Python floats."""
+    """An MST (internal): edge ``k`` joins ``child[k]`` and ``parent[k]`` (``(n-1,)`` int64 NumPy
+    each). ``oriented``: the edges are in Prim's insertion order (every parent joined before
+    its children); otherwise ``parent < child`` in no particular order. ``lengths``: ``(n-1,)``
+    exact lengths in the points' dtype and device; ``values``: the same as Python floats."""
 
     child: np.ndarray
     parent: np.ndarray
     lengths: Tensor
     values: list[float]
+    oriented: bool = True
 
 
 def _tree(points: Tensor) -> _Tree:
-    """The MST of ``points (P, D)``, ``P >= 2``: squared distances, Prim, exact lengths
-    (``|x_parent - x_child|`` is ``|x_lo - x_hi|`` bit for bit: only signs differ)."""
-    parent, child = _prim(_squared_distances(points))
+    """The MST of ``points (P, D)``, ``P >= 2``: squared distances, Prim's tree (certified from
+    compiled single linkage where possible), exact lengths (``|x_parent - x_child|`` is
+    ``|x_lo - x_hi|`` bit for bit: only signs differ)."""
+    sq = _squared_distances(points)
+    edges = _certain_tree(sq)
+    if edges is None:
+        parent, child = _prim(sq)
+    else:
+        parent, child = edges
     lengths = _edge_lengths(points, parent, child)
-    return _Tree(child, parent, lengths, lengths.tolist())
+    return _Tree(child, parent, lengths, lengths.tolist(), edges is None)
 
 
 def minimum_spanning_tree(points: Tensor) -> SpanningTree:
@@ -315,22 +370,50 @@ def _labels_from_edges(n: int, sources: list[int], targets: list[int]) -> list[i
     return _canonical([find(i) for i in range(n)])
 
 
+_F32_SAFE = 3.0e38  # below float32's largest value: rounding to float32 cannot overflow
+
+
 def _in_dtype(radius: float, dtype: torch.dtype) -> float:
     """``radius`` rounded to ``dtype``, as torch rounds a Python scalar compared with a tensor
     (``lengths <= radius`` on float32 lengths compares with ``float32(radius)``)."""
     if dtype == torch.float64:
         return radius
     if dtype == torch.float32:
+        if -_F32_SAFE <= radius <= _F32_SAFE:  # no overflow: skip the (slow) errstate context
+            return float(np.float32(radius))
         with np.errstate(over="ignore"):
             return float(np.float32(radius))
     return float(torch.tensor(radius, dtype=dtype))
 
 
-def _labels_from_tree(n: int, tree: _Tree, radius: float) -> list[int]:
-    """Component labels ``(n,)`` at ``radius`` from a :class:`_Tree`: one walk over the Prim
-    order, each point taking its parent's root when its edge is kept (parents come first)."""
+def _smallest_roots(n: int, lo: list[int], hi: list[int], lengths: list[float], radius: float) -> list[int]:
+    """For each point ``(n,)``, the smallest index in its component of the forest of the edges
+    ``lo[k] - hi[k]`` with ``lengths[k] <= radius``: union-find joining each root under the
+    smaller one, so ``root[i] <= i`` and one ascending pass resolves every point."""
     root = list(range(n))
+    for a, b, length in zip(lo, hi, lengths, strict=True):
+        if length <= radius:
+            while root[a] != a:
+                a = root[a]
+            while root[b] != b:
+                b = root[b]
+            if a < b:
+                root[b] = a
+            elif b < a:
+                root[a] = b
+    for i in range(n):
+        root[i] = root[root[i]]
+    return root
+
+
+def _labels_from_tree(n: int, tree: _Tree, radius: float) -> list[int]:
+    """Component labels ``(n,)`` at ``radius`` from a :class:`_Tree`: for Prim's orientation one
+    walk over the insertion order, each point taking its parent's root when its edge is kept
+    (parents come first); otherwise union-find (:func:`_smallest_roots`)."""
     r = _in_dtype(radius, tree.lengths.dtype)
+    if not tree.oriented:
+        return _canonical(_smallest_roots(n, tree.parent.tolist(), tree.child.tolist(), tree.values, r))
+    root = list(range(n))
     for child, parent, length in zip(tree.child.tolist(), tree.parent.tolist(), tree.values, strict=True):
         if length <= r:
             root[child] = root[parent]
@@ -409,7 +492,7 @@ def _quantile(values: list[float], q: float) -> float:
     and ``fma(w - 1, hi - lo, hi)`` otherwise; the FMA is computed exactly with fractions
     and rounded once, as the hardware does.
     """
-    if any(math.isnan(v) for v in values):
+    if any(map(math.isnan, values)):
         return math.nan
     values = sorted(values)
     rank = q * (len(values) - 1)
@@ -478,10 +561,19 @@ def largest_component_at_radius(
     Equal to ``largest_component(labels, losses)`` with ``labels, r =
     components_at_radius(points, radius, rule, quantile)`` (ties by ``losses (P,)``).
     """
+    members, r = _largest_members(points, losses, radius, rule, quantile)
+    return _long(members, points.device), r
+
+
+def _largest_members(
+    points: Tensor, losses: Tensor | None, radius: float | str, rule: str, quantile: float
+) -> tuple[list[int], float]:
+    """:func:`largest_component_at_radius` with the indices as a Python list (for callers that
+    index NumPy arrays: no tensor is built)."""
     labels, r = _components_at_radius(points, radius, rule, quantile)
     if not labels:
         raise ValueError("labels must be a non-empty 1-D tensor")
-    return _long(_largest(labels, losses), points.device), r
+    return _largest(labels, losses), r
 
 
 def _components_at_radius(points: Tensor, radius: float | str, rule: str, quantile: float) -> tuple[list[int], float]:
