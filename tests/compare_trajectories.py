@@ -148,8 +148,10 @@ def dump(out: Path) -> None:
 
 
 def _same(a, b) -> bool:
-    if isinstance(a, Tensor):
-        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8)) if a.numel() else a.shape == b.shape
+    if isinstance(a, Tensor):  # bit for bit (NaN equal to itself)
+        if a.dtype != b.dtype or a.shape != b.shape:
+            return False
+        return a.numel() == 0 or torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
     if isinstance(a, float) and math.isnan(a):
         return isinstance(b, float) and math.isnan(b)
     return a == b and type(a) is type(b)
@@ -161,7 +163,8 @@ def compare(a_path: Path, b_path: Path) -> int:
     bad = 0
     for name, run_a in a["runs"].items():
         run_b = b["runs"][name]
-        first = next((g for g, (x, y) in enumerate(zip(run_a["digests"], run_b["digests"])) if x != y), None)
+        pairs = enumerate(zip(run_a["digests"], run_b["digests"], strict=True))
+        first = next((g for g, (x, y) in pairs if x != y), None)
         fields_ok = all(_same(x, y) for x, y in zip(run_a["state"], run_b["state"], strict=True))
         if first is not None or not fields_ok:
             bad += 1
