@@ -206,11 +206,14 @@ def _numpy_ok(x: Tensor) -> bool:
     )
 
 
+_MAX_SCALAR_STEP = 2.0**53  # up to here ints convert exactly and float32 cannot overflow
+
+
 def _scalar_step(sigma: Tensor | float, scale: float, dtype: torch.dtype) -> float | None:
     """``sigma * scale`` as :func:`ask`'s torch path rounds it (``as_tensor(sigma, dtype) * scale``:
     float32 operands multiplied in float32), or None when ``sigma`` is not a plain number."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (float, int)) or abs(sigma) > 2**53:
-        return None
+    if isinstance(sigma, bool) or not isinstance(sigma, (float, int)) or not abs(sigma) <= _MAX_SCALAR_STEP:
+        return None  # tensors, huge ints (rounded otherwise), values float32 overflows on, NaN
     if dtype == torch.float32:
         return float(np.float32(sigma) * np.float32(scale))
     return float(sigma) * scale
@@ -244,9 +247,10 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
         if config.mode == "centre" and not torch.isnan(state.consensus).any():
             children[0] = state.consensus
     rows = [state.best[None]] if _measures_incumbent(state, config) else []
-    reps = _representatives(state, config)
-    if reps.numel():
-        rows.append(pop.index_select(0, reps))
+    if config.mode != "centre":  # "centre" mode re-measures no parent
+        reps = _representatives(state, config)
+        if reps.numel():
+            rows.append(pop.index_select(0, reps))
     return torch.cat([*rows, children], dim=0) if rows else children
 
 
@@ -257,7 +261,7 @@ def _centre_children_numpy(noise: Tensor, state: State, step: float) -> Tensor:
     children *= children.dtype.type(step)
     children += state.centre.numpy()
     consensus = state.consensus.numpy()
-    if not np.isnan(consensus).any():
+    if not math.isnan(np.dot(consensus, consensus)):  # NaN exactly when an entry is NaN
         children[0] = consensus
     return noise
 
@@ -281,8 +285,7 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor, sigma
         )
     children = candidates[-config.popsize :]
     if config.mode == "centre" and _numpy_ok(children) and losses.device.type == "cpu" and not losses.requires_grad:
-        state = _tell_centre_numpy(state, config, children, losses, sigma)
-        return state._replace(evaluations=state.evaluations + expected, generation=state.generation + 1)
+        return _tell_centre_numpy(state, config, children, losses, sigma, expected)
     losses = sanitize(losses).to(state.losses.device)
     best_loss = state.best_loss
     if _measures_incumbent(state, config):
@@ -400,25 +403,23 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
 
 
 def _tell_centre_numpy(
-    state: State, config: Config, children: Tensor, losses: Tensor, sigma: Tensor | float
+    state: State, config: Config, children: Tensor, losses: Tensor, sigma: Tensor | float, evaluations: int
 ) -> State:
-    """:func:`_tell_centre` (with :func:`tell`'s loss handling) on NumPy views of small CPU
-    tensors: the same state bit for bit. ``children (P, D)``, ``losses (N,)`` as given to tell;
-    ``evaluations`` and ``generation`` are left to the caller."""
+    """:func:`tell` in ``"centre"`` mode on NumPy views of small CPU tensors, with the same state
+    bit for bit. ``children (P, D)``, ``losses (N,)`` as given to tell; ``evaluations``: this
+    step's count."""
     p, d = children.shape
-    measured = losses.detach().to(torch.float64).numpy()
-    measured = torch.from_numpy(np.where(np.isfinite(measured), measured, math.inf))  # sanitize
+    measured = _sanitized_numpy(losses)
     fresh = _measures_incumbent(state, config)
-    incumbent_loss = measured[0] if fresh else state.best_loss  # the incumbent's loss before this step
-    child_losses = measured.numpy()[int(fresh) :]
+    incumbent_loss = torch.tensor(float(measured[0]), dtype=torch.float64) if fresh else state.best_loss
+    child_losses = measured[int(fresh) :]
 
     order = np.argsort(child_losses, kind="stable")
-    population = torch.empty((p, d), dtype=children.dtype)  # torch memory, as index_select makes
-    np.take(children.detach().numpy(), order, axis=0, out=population.numpy())
+    population = children.detach().index_select(0, torch.from_numpy(order))
     sorted_losses = torch.from_numpy(child_losses[order])
     selected, selected_losses = population[: p // 2], sorted_losses[: p // 2]
     best, best_loss = state.best, incumbent_loss
-    if sorted_losses[0].item() < incumbent_loss.item():  # strictly better: replace the incumbent
+    if child_losses[order[0]] < incumbent_loss.item():  # strictly better: replace the incumbent
         best, best_loss = population[0].clone(), sorted_losses[0]
 
     radius, members = math.nan, [0]
@@ -426,8 +427,8 @@ def _tell_centre_numpy(
         members, radius = topology._largest_members(
             selected, selected_losses, config.radius, config.auto_rule, config.auto_quantile
         )
-    weights = _component_weights(len(members), config.weighting, children)
-    component = torch.empty((len(members), d), dtype=children.dtype)  # as selected[members]
+    weights = _cpu_weights(len(members), config.weighting, children.dtype)
+    component = torch.empty((len(members), d), dtype=children.dtype)  # torch memory, as selected[members]
     np.take(selected.numpy(), members, axis=0, out=component.numpy())
     average = weights @ component
     if config.consensus == "candidate":
@@ -451,6 +452,8 @@ def _tell_centre_numpy(
         best=best,
         best_loss=best_loss,
         sigma_scale=scale,
+        generation=state.generation + 1,
+        evaluations=state.evaluations + evaluations,
         radius=radius,
         component_size=len(members) if config.average else 0,
         centre=centre,
@@ -458,6 +461,16 @@ def _tell_centre_numpy(
         consensus=consensus,
         reference_loss=sorted_losses[0],
     )
+
+
+def _sanitized_numpy(losses: Tensor) -> np.ndarray:
+    """:func:`sanitize` for a CPU tensor, as a float64 NumPy array ``(N,)`` (possibly a view of
+    ``losses``: read it only)."""
+    values = losses.detach()
+    values = (values if values.dtype == torch.float64 else values.to(torch.float64)).numpy()
+    if math.isfinite(np.add.reduce(values)):  # all finite (an overflowing sum takes the next line)
+        return values
+    return np.where(np.isfinite(values), values, math.inf)
 
 
 def _csa(state: State, centre: Tensor, sigma: Tensor | float, mu_eff: float, config: Config) -> tuple[float, Tensor]:
@@ -540,6 +553,12 @@ def _base_weights(k: int, weighting: str) -> Tensor:
         return torch.full((k,), 1.0 / k, dtype=torch.float64)
     w = (math.log(k + 0.5) - torch.log(torch.arange(1, k + 1, dtype=torch.float64))).clamp_min(0.0)
     return w / w.sum()
+
+
+@functools.lru_cache(maxsize=256)
+def _cpu_weights(k: int, weighting: str, dtype: torch.dtype) -> Tensor:
+    """:func:`_component_weights` on the CPU in ``dtype`` (cached: read only)."""
+    return _base_weights(k, weighting).to(dtype)
 
 
 def _component_weights(k: int, weighting: str, like: Tensor) -> Tensor:

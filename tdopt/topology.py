@@ -96,15 +96,17 @@ def _centred_gram(points: Tensor) -> Tensor:
     return gram
 
 
-def _squared_from_gram(gram: Tensor | np.ndarray):
-    """Squared distances from a Gram matrix (in place; torch or NumPy), diagonal exactly 0."""
+def _squared_from_gram(gram: Tensor | np.ndarray, zero_diagonal: bool = True):
+    """Squared distances from a Gram matrix (in place; torch or NumPy), diagonal exactly 0
+    (left as computed, about 0, with ``zero_diagonal=False``: NumPy only)."""
     sq_norms = gram.diagonal().copy() if isinstance(gram, np.ndarray) else torch.diagonal(gram).clone()
     gram *= -2.0
     gram += sq_norms[:, None]
     gram += sq_norms[None, :]
     if isinstance(gram, np.ndarray):
         np.maximum(gram, 0.0, out=gram)
-        np.fill_diagonal(gram, 0.0)
+        if zero_diagonal:
+            np.fill_diagonal(gram, 0.0)
     else:
         gram.clamp_min_(0.0).fill_diagonal_(0.0)
     return gram
@@ -113,12 +115,12 @@ def _squared_from_gram(gram: Tensor | np.ndarray):
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
-def _squared_distances(points: Tensor) -> np.ndarray:
+def _squared_distances(points: Tensor, zero_diagonal: bool = True) -> np.ndarray:
     """Squared distances ``(P, P)`` float64 in NumPy on the CPU, by the centred Gram form.
 
     The Gram matrix is a torch product (on the points' device, with torch's thread
     settings); only the ``P x P`` result goes to NumPy."""
-    return _squared_from_gram(_centred_gram(points.detach()).cpu().numpy())
+    return _squared_from_gram(_centred_gram(points.detach()).cpu().numpy(), zero_diagonal)
 
 
 def pairwise_distances(points: Tensor) -> Tensor:
@@ -229,24 +231,25 @@ def _certain_tree(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     computed in compiled code, or None where that tree cannot be certified (then use
     :func:`_prim`).
 
-    ``sq`` is not exactly symmetric (``sq[i, j]`` and ``sq[j, i]`` round differently), and
+    The diagonal of ``sq`` is not read. ``sq`` is not exactly symmetric (``sq[i, j]`` and
+    ``sq[j, i]`` round differently), and
     :func:`_prim` reads ``sq[a, b]`` with ``a`` in the tree. The tree ``T`` is scipy's MST of
     the upper triangle; if every other pair is longer than the longest edge on its tree path
     (its cophenetic distance) by more than twice the asymmetry ``delta``, then every cut's
     shortest crossing, read in either direction, is a tree edge, so Prim builds ``T`` whatever
     the reading direction and tie order. ``slack`` covers ``2 delta`` and the rounding of the test.
     """
-    if _mst_single_linkage is None:
-        return None
     n = sq.shape[0]
-    delta = float(np.abs(sq - sq.T).max())  # NaN or inf unless sq is finite
+    if _mst_single_linkage is None or n > _PRIM_SMALL:  # larger: the full-matrix passes cost more than Prim
+        return None
+    delta = float(np.maximum.reduce(sq - sq.T, axis=None))  # max |sq - sq.T|; NaN or inf unless finite
     if not math.isfinite(delta):
         return None
     rows, cols, flat = _upper(n)
     condensed = sq.take(flat)
     cophenetic = np.empty_like(condensed)
     _cophenetic(_mst_single_linkage(condensed, n), cophenetic, n)
-    slack = 4.0 * delta + 1e-15 * float(condensed.max())
+    slack = 4.0 * delta + 1e-15 * float(np.maximum.reduce(condensed))
     edges = np.flatnonzero(condensed <= cophenetic + slack)  # tree edges: condensed == cophenetic
     if edges.size != n - 1:
         return None
@@ -302,9 +305,10 @@ def _tree(points: Tensor) -> _Tree:
     """The MST of ``points (P, D)``, ``P >= 2``: squared distances, Prim's tree (certified from
     compiled single linkage where possible), exact lengths (``|x_parent - x_child|`` is
     ``|x_lo - x_hi|`` bit for bit: only signs differ)."""
-    sq = _squared_distances(points)
+    sq = _squared_distances(points, zero_diagonal=False)
     edges = _certain_tree(sq)
     if edges is None:
+        np.fill_diagonal(sq, 0.0)
         parent, child = _prim(sq)
     else:
         parent, child = edges
