@@ -416,10 +416,11 @@ def _tell_centre_numpy(
 
     order = np.argsort(child_losses, kind="stable")
     population = children.detach().index_select(0, torch.from_numpy(order))
-    sorted_losses = torch.from_numpy(child_losses[order])
+    sorted_np = child_losses[order]
+    sorted_losses = torch.from_numpy(sorted_np)
     selected, selected_losses = population[: p // 2], sorted_losses[: p // 2]
     best, best_loss = state.best, incumbent_loss
-    if child_losses[order[0]] < incumbent_loss.item():  # strictly better: replace the incumbent
+    if sorted_np[0] < incumbent_loss.item():  # strictly better: replace the incumbent
         best, best_loss = population[0].clone(), sorted_losses[0]
 
     radius, members = math.nan, [0]
@@ -440,15 +441,16 @@ def _tell_centre_numpy(
 
     if config.step_rule == "success":
         reference = (incumbent_loss if fresh else state.reference_loss).item()
-        wins = float(np.count_nonzero(child_losses < reference)) + 0.5 * float(
-            np.count_nonzero(child_losses == reference)
-        )
-        scale, path = _success_rule(state.sigma_scale, wins / p, config), state.path
+        below = int(sorted_np.searchsorted(reference, "left"))  # losses < reference (sorted: no NaN)
+        ties = int(sorted_np.searchsorted(reference, "right")) - below
+        scale = _success_rule(state.sigma_scale, (float(below) + 0.5 * float(ties)) / p, config)
+        path = state.path
     else:
         scale, path = _csa(state, centre, sigma, mu_eff, config)
-    return state._replace(
+    return State(
         population=population,
         losses=sorted_losses,
+        groups=state.groups,
         best=best,
         best_loss=best_loss,
         sigma_scale=scale,
@@ -466,8 +468,7 @@ def _tell_centre_numpy(
 def _sanitized_numpy(losses: Tensor) -> np.ndarray:
     """:func:`sanitize` for a CPU tensor, as a float64 NumPy array ``(N,)`` (possibly a view of
     ``losses``: read it only)."""
-    values = losses.detach()
-    values = (values if values.dtype == torch.float64 else values.to(torch.float64)).numpy()
+    values = (losses if losses.dtype == torch.float64 else losses.to(torch.float64)).numpy()  # no autograd here
     if math.isfinite(np.add.reduce(values)):  # all finite (an overflowing sum takes the next line)
         return values
     return np.where(np.isfinite(values), values, math.inf)
