@@ -14,10 +14,12 @@ transitively) are exactly the connected components of the MST with edges longer 
 ``r`` removed; the sorted MST edge lengths are the H0 persistence death times.
 
 Small inputs avoid per-call overhead: one torch product for the Gram matrix, then NumPy
-on the ``P x P`` matrix; for ``P <= 128`` Prim runs with three NumPy calls per point (see
-:func:`_prim_small`); components come from one walk over the Prim order, and labels, the
-largest component and the auto radius are computed on Python lists (``O(P)``, no tensor
-calls per element).
+on the ``P x P`` matrix. For ``P <= 128`` the tree comes from scipy's compiled single linkage
+when it is certainly Prim's tree (:func:`_certain_tree`: no other pair within a margin of
+its tree path's longest edge; otherwise Prim runs, with three NumPy calls per point, see
+:func:`_prim_small`); components come from one walk over the Prim order (union-find on the
+certified tree's edges), and labels, the largest component and the auto radius are computed
+on Python lists (``O(P)``, no tensor calls per element).
 :func:`largest_component_at_radius` and :func:`components_at_radius` do a whole topology
 step (tree, radius, labels, largest component) in one call, with the same results as the
 separate functions.
