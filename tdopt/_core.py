@@ -258,8 +258,9 @@ def _centre_children_numpy(noise: Tensor, state: State, step: float) -> Tensor:
     """``noise (P, D) * step + centre``, in place, with the consensus candidate as the first row
     when there is one: :func:`ask`'s torch arithmetic on NumPy views (the same roundings)."""
     children = noise.numpy()
-    children *= children.dtype.type(step)
-    children += state.centre.numpy()
+    with np.errstate(all="ignore"):  # overflow to inf, silently as in torch
+        children *= children.dtype.type(step)
+        children += state.centre.numpy()
     consensus = state.consensus.numpy()
     if not math.isnan(np.dot(consensus, consensus)):  # NaN exactly when an entry is NaN
         children[0] = consensus
@@ -469,9 +470,10 @@ def _sanitized_numpy(losses: Tensor) -> np.ndarray:
     """:func:`sanitize` for a CPU tensor, as a float64 NumPy array ``(N,)`` (possibly a view of
     ``losses``: read it only)."""
     values = (losses if losses.dtype == torch.float64 else losses.to(torch.float64)).numpy()  # no autograd here
-    if math.isfinite(np.add.reduce(values)):  # all finite (an overflowing sum takes the next line)
+    finite = np.isfinite(values)
+    if np.logical_and.reduce(finite):
         return values
-    return np.where(np.isfinite(values), values, math.inf)
+    return np.where(finite, values, math.inf)
 
 
 def _csa(state: State, centre: Tensor, sigma: Tensor | float, mu_eff: float, config: Config) -> tuple[float, Tensor]:

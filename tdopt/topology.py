@@ -244,7 +244,8 @@ def _certain_tree(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     n = sq.shape[0]
     if _mst_single_linkage is None or n > _PRIM_SMALL:  # larger: the full-matrix passes cost more than Prim
         return None
-    delta = float(np.maximum.reduce(sq - sq.T, axis=None))  # max |sq - sq.T|; NaN or inf unless finite
+    with np.errstate(invalid="ignore"):  # inf - inf: rejected below
+        delta = float(np.maximum.reduce(sq - sq.T, axis=None))  # max |sq - sq.T|; NaN or inf unless finite
     if not math.isfinite(delta):
         return None
     rows, cols, flat = _upper(n)

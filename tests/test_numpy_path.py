@@ -150,3 +150,19 @@ def test_topology_without_the_certified_tree_is_unchanged(monkeypatch, radius, r
         ref_labels, _ = topology.components_at_radius(x, radius, rule)
         assert torch.equal(members, ref_members) and r == ref_r == r2
         assert torch.equal(labels, ref_labels)
+
+
+def test_numpy_path_is_silent_on_overflow_and_non_finite_losses():
+    """NumPy warns where torch is silent (overflow to inf, inf - inf): the NumPy step must not
+    (``average=False``: the topology's own NumPy code is not under test here)."""
+    import warnings
+
+    config = core.Config(popsize=8, average=False)
+    state = core.init(torch.full((5,), 3e38), config)
+    generator = torch.Generator().manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            candidates = core.ask(state, config, 1e38, generator)
+            losses = torch.tensor([math.inf, -math.inf] * 4 + [math.nan] * (candidates.shape[0] - 8))
+            state = core.tell(state, config, candidates, losses, 1e38)
