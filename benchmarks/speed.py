@@ -1035,7 +1035,7 @@ def _doc_notes() -> list[str]:
         "- **Topology**: distances by the Gram form, accumulated in float64 over column slices of the",
         "  points (no `P x P x D` array, and no float64 copy of the population); Prim's MST in NumPy on the",
         "  `P x P` matrix (one Python iteration per point, none per pair: three NumPy calls per point for",
-        "  P <= 128), or for P <= 128 scipy's compiled single linkage where it certainly gives Prim's tree",
+        "  P <= 128), or for 16 <= P <= 128 scipy's compiled single linkage where it surely gives Prim's tree",
         "  (no other pair within a margin of its tree path's longest edge); edge lengths recomputed exactly;",
         "  components from one walk over the Prim order (union-find on a certified tree), labels",
         "  and the largest component on Python lists; `topology.largest_component_at_radius` does the whole",

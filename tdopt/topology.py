@@ -14,7 +14,7 @@ transitively) are exactly the connected components of the MST with edges longer 
 ``r`` removed; the sorted MST edge lengths are the H0 persistence death times.
 
 Small inputs avoid per-call overhead: one torch product for the Gram matrix, then NumPy
-on the ``P x P`` matrix. For ``P <= 128`` the tree comes from scipy's compiled single linkage
+on the ``P x P`` matrix. For ``16 <= P <= 128`` the tree comes from scipy's compiled single linkage
 when it is certainly Prim's tree (:func:`_certain_tree`: no other pair within a margin of
 its tree path's longest edge; otherwise Prim runs, with three NumPy calls per point, see
 :func:`_prim_small`); components come from one walk over the Prim order (union-find on the
@@ -215,6 +215,9 @@ def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _prim_rows(sq)
 
 
+# Fewest points for :func:`_certain_tree`: below, Prim's few NumPy calls per point cost less (at
+# most 128 points: beyond, its full-matrix passes cost more).
+_CERTIFY_MIN = 16
 _UPPER: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # n -> rows, columns, flat index (i < j)
 
 
@@ -242,7 +245,7 @@ def _certain_tree(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     the reading direction and tie order. ``slack`` covers ``2 delta`` and the rounding of the test.
     """
     n = sq.shape[0]
-    if _mst_single_linkage is None or n > _PRIM_SMALL:  # larger: the full-matrix passes cost more than Prim
+    if _mst_single_linkage is None or not _CERTIFY_MIN <= n <= _PRIM_SMALL:  # elsewhere Prim costs less
         return None
     with np.errstate(invalid="ignore"):  # inf - inf: rejected below
         delta = float(np.maximum.reduce(sq - sq.T, axis=None))  # max |sq - sq.T|; NaN or inf unless finite

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tdopt import _core as core
@@ -115,9 +115,14 @@ def clouds(draw):
     return torch.tensor(pts, dtype=draw(st.sampled_from([torch.float32, torch.float64])))
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.fixture
+def certify_any_size(monkeypatch):
+    monkeypatch.setattr(topology, "_CERTIFY_MIN", 2)  # the certificate also on tiny clouds
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(clouds())
-def test_certified_tree_is_prims_tree(points):
+def test_certified_tree_is_prims_tree(certify_any_size, points):  # the fixture holds for every input
     sq = topology._squared_distances(points, zero_diagonal=False)
     edges = topology._certain_tree(sq)
     np.fill_diagonal(sq, 0.0)
@@ -127,7 +132,7 @@ def test_certified_tree_is_prims_tree(points):
         assert set(zip(edges[0].tolist(), edges[1].tolist(), strict=True)) == prim_edges
 
 
-def test_certified_tree_refuses_ties_and_non_finite_distances():
+def test_certified_tree_refuses_ties_and_non_finite_distances(certify_any_size):
     square = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
     assert topology._certain_tree(topology._squared_distances(square, zero_diagonal=False)) is None
     sq = topology._squared_distances(torch.randn(6, 3, dtype=torch.float64), zero_diagonal=False)
@@ -138,7 +143,7 @@ def test_certified_tree_refuses_ties_and_non_finite_distances():
 
 @pytest.mark.parametrize("radius", ["auto", 0.8])
 @pytest.mark.parametrize("rule", ["quantile", "gap"])
-def test_topology_without_the_certified_tree_is_unchanged(monkeypatch, radius, rule):
+def test_topology_without_the_certified_tree_is_unchanged(monkeypatch, certify_any_size, radius, rule):
     gen = torch.Generator().manual_seed(3)
     clouds = [torch.randn(n, 7, generator=gen) for n in (2, 3, 17, 32, 64)]
     losses = [torch.rand(x.shape[0], generator=gen, dtype=torch.float64) for x in clouds]
