@@ -416,7 +416,7 @@ def _tell_centre_numpy(
     child_losses = measured[int(fresh) :]
 
     order = np.argsort(child_losses, kind="stable")
-    population = children.detach().index_select(0, torch.from_numpy(order))
+    population = children.index_select(0, torch.from_numpy(order))  # no autograd on this path
     sorted_np = child_losses[order]
     sorted_losses = torch.from_numpy(sorted_np)
     selected, selected_losses = population[: p // 2], sorted_losses[: p // 2]

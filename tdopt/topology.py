@@ -14,10 +14,10 @@ transitively) are exactly the connected components of the MST with edges longer 
 ``r`` removed; the sorted MST edge lengths are the H0 persistence death times.
 
 Small inputs avoid per-call overhead: one torch product for the Gram matrix, then NumPy
-on the ``P x P`` matrix. For ``16 <= P <= 128`` the tree comes from scipy's compiled single linkage
-when it is certainly Prim's tree (:func:`_certain_tree`: no other pair within a margin of
-its tree path's longest edge; otherwise Prim runs, with three NumPy calls per point, see
-:func:`_prim_small`); components come from one walk over the Prim order (union-find on the
+on the ``P x P`` matrix. For ``16 <= P <= 128`` the tree comes from scipy's compiled single
+linkage when it is surely Prim's tree (:func:`_certain_tree`: no other pair within a margin of
+its tree path's longest edge); otherwise Prim runs, with three NumPy calls per point (see
+:func:`_prim_small`). Components come from one walk over the Prim order (union-find on the
 certified tree's edges), and labels, the largest component and the auto radius are computed
 on Python lists (``O(P)``, no tensor calls per element).
 :func:`largest_component_at_radius` and :func:`components_at_radius` do a whole topology
@@ -237,12 +237,13 @@ def _certain_tree(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     :func:`_prim`).
 
     The diagonal of ``sq`` is not read. ``sq`` is not exactly symmetric (``sq[i, j]`` and
-    ``sq[j, i]`` round differently), and
-    :func:`_prim` reads ``sq[a, b]`` with ``a`` in the tree. The tree ``T`` is scipy's MST of
-    the upper triangle; if every other pair is longer than the longest edge on its tree path
-    (its cophenetic distance) by more than twice the asymmetry ``delta``, then every cut's
-    shortest crossing, read in either direction, is a tree edge, so Prim builds ``T`` whatever
-    the reading direction and tie order. ``slack`` covers ``2 delta`` and the rounding of the test.
+    ``sq[j, i]`` round differently), and :func:`_prim` reads ``sq[a, b]`` with ``a`` in the
+    tree. The tree ``T`` is scipy's MST of the upper triangle; if every other pair is longer
+    than the longest edge on its tree path (its cophenetic distance) by more than twice the
+    asymmetry ``delta``, then in every cut the shortest crossing, read in either direction, is
+    a tree edge (the pair's path crosses the cut on a tree edge more than ``2 delta`` shorter),
+    so Prim builds ``T`` whatever the reading direction and tie order, parents included.
+    ``slack`` covers ``2 delta`` and the rounding of the test.
     """
     n = sq.shape[0]
     if _mst_single_linkage is None or not _CERTIFY_MIN <= n <= _PRIM_SMALL:  # elsewhere Prim costs less
