@@ -80,6 +80,7 @@ TOPOLOGY_FUNCTIONS = (
     "h0_death_times",
     "components_at_radius",
     "largest_component_at_radius",
+    "_largest_members",  # what _core's NumPy path calls (largest_component_at_radius minus the tensor)
 )
 # Rough per-generation cost of cmaes.CMA 0.13 (measured here on one core): each ask() forms
 # B @ diag(D) (D^3), tell() builds a (P, D, D) einsum. Used only to skip hopeless runs.
@@ -1034,7 +1035,9 @@ def _doc_notes() -> list[str]:
         "- **Topology**: distances by the Gram form, accumulated in float64 over column slices of the",
         "  points (no `P x P x D` array, and no float64 copy of the population); Prim's MST in NumPy on the",
         "  `P x P` matrix (one Python iteration per point, none per pair: three NumPy calls per point for",
-        "  P <= 128); edge lengths recomputed exactly; components from one walk over the Prim order, labels",
+        "  P <= 128), or for 16 <= P <= 128 scipy's compiled single linkage where it surely gives Prim's tree",
+        "  (no other pair within a margin of its tree path's longest edge); edge lengths recomputed exactly;",
+        "  components from one walk over the Prim order (union-find on a certified tree), labels",
         "  and the largest component on Python lists; `topology.largest_component_at_radius` does the whole",
         "  step (tree, radius, components, largest component) in one call. At small P the cost is per-call",
         "  overhead, and inside a step (after the evaluation has flushed the caches) the same code takes",
@@ -1058,6 +1061,13 @@ def _doc_notes() -> list[str]:
         "  and `log1p` are not vectorised on this CPU and cost about 3x `exp` + `add` + `log`); less",
         "  Python per call (one walk over the model instead of `named_parameters()`/`named_buffers()`,",
         "  weight buffers with ready views, a tile's operations looked up once per call: about 10%).",
+        "- **Small CPU steps** (`P x D <= 2^17`, `mode='centre'`): `_core.ask`/`tell` work on NumPy views",
+        "  of the tensors (a NumPy call costs about 1 us, a torch call 2-5 us), with the torch path's",
+        "  results bit for bit; the topology clock also wraps `topology._largest_members`, which that",
+        "  path calls. Inside a step every library call runs with cold caches (the evaluation evicts",
+        "  them): the same code takes about 2-3x its tight-loop time, so at P = 64, D = 162 the step",
+        "  outside the evaluation is bounded by its ~20 distinct calls (noise, Gram, single linkage,",
+        "  edge norms, selection, average), not by arithmetic.",
         "- **Propose** (`_core.ask`) dominates large-D steps: it draws P x D normals and allocates",
         "  several P x D temporaries (fresh memory pages cost page faults), so it grows as P D with a",
         "  larger constant than the Gram matrix's P^2 D until P/2 reaches a few hundred.",

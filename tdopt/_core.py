@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -187,7 +188,35 @@ def _measures_incumbent(state: State, config: Config) -> bool:
 
 def num_evaluations(state: State, config: Config) -> int:
     """Rows :func:`ask` returns for this state (loss evaluations this generation)."""
-    return int(_measures_incumbent(state, config)) + _representatives(state, config).numel() + config.popsize
+    reps = 0 if config.mode == "centre" else _representatives(state, config).numel()
+    return int(_measures_incumbent(state, config)) + reps + config.popsize
+
+
+# A CPU step of "centre" mode with at most this many elements (P * D) runs on NumPy views of the
+# tensors (zero copy): a NumPy call costs about 1 us, a torch call 2-5 us, and small steps are
+# mostly call overhead. Same results bit for bit; 0 turns the NumPy path off.
+NUMPY_ELEMENTS = 1 << 17
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+def _numpy_ok(x: Tensor) -> bool:
+    """Whether ``x`` may take the NumPy path: small, float32/float64, CPU, no autograd."""
+    return (
+        x.numel() <= NUMPY_ELEMENTS and x.dtype in _NUMPY_DTYPES and x.device.type == "cpu" and not x.requires_grad
+    )
+
+
+_MAX_SCALAR_STEP = 2.0**53  # up to here ints convert exactly and float32 cannot overflow
+
+
+def _scalar_step(sigma: Tensor | float, scale: float, dtype: torch.dtype) -> float | None:
+    """``sigma * scale`` as :func:`ask`'s torch path rounds it (``as_tensor(sigma, dtype) * scale``:
+    float32 operands multiplied in float32), or None when ``sigma`` is not a plain number."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (float, int)) or not abs(sigma) <= _MAX_SCALAR_STEP:
+        return None  # tensors, huge ints (rounded otherwise), values float32 overflows on, NaN
+    if dtype == torch.float32:
+        return float(np.float32(sigma) * np.float32(scale))
+    return float(sigma) * scale
 
 
 def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Generator) -> Tensor:
@@ -204,19 +233,38 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
     p, d = pop.shape
     n_noise = p // 2 if config.antithetic else p
     noise = torch.randn(n_noise, d, generator=generator, dtype=pop.dtype, device=generator.device)
-    noise = noise.to(pop.device)
+    if noise.device != pop.device:
+        noise = noise.to(pop.device)
     if config.antithetic:
         noise = torch.stack([noise, -noise], dim=1).reshape(p, d)
-    step = torch.as_tensor(sigma, dtype=pop.dtype, device=pop.device) * state.sigma_scale
-    parents = state.centre[None] if config.mode == "centre" else pop
-    children = noise.mul_(step).add_(parents)  # in place: no extra (P, D) copies
-    if config.mode == "centre" and not torch.isnan(state.consensus).any():
-        children[0] = state.consensus
+    scalar_step = _scalar_step(sigma, state.sigma_scale, pop.dtype) if config.mode == "centre" else None
+    if scalar_step is not None and _numpy_ok(pop):
+        children = _centre_children_numpy(noise, state, scalar_step)
+    else:
+        step = torch.as_tensor(sigma, dtype=pop.dtype, device=pop.device) * state.sigma_scale
+        parents = state.centre[None] if config.mode == "centre" else pop
+        children = noise.mul_(step).add_(parents)  # in place: no extra (P, D) copies
+        if config.mode == "centre" and not torch.isnan(state.consensus).any():
+            children[0] = state.consensus
     rows = [state.best[None]] if _measures_incumbent(state, config) else []
-    reps = _representatives(state, config)
-    if reps.numel():
-        rows.append(pop.index_select(0, reps))
+    if config.mode != "centre":  # "centre" mode re-measures no parent
+        reps = _representatives(state, config)
+        if reps.numel():
+            rows.append(pop.index_select(0, reps))
     return torch.cat([*rows, children], dim=0) if rows else children
+
+
+def _centre_children_numpy(noise: Tensor, state: State, step: float) -> Tensor:
+    """``noise (P, D) * step + centre``, in place, with the consensus candidate as the first row
+    when there is one: :func:`ask`'s torch arithmetic on NumPy views (the same roundings)."""
+    children = noise.numpy()
+    with np.errstate(all="ignore"):  # overflow to inf, silently as in torch
+        children *= children.dtype.type(step)
+        children += state.centre.numpy()
+    consensus = state.consensus.numpy()
+    if not math.isnan(np.dot(consensus, consensus)):  # NaN exactly when an entry is NaN
+        children[0] = consensus
+    return noise
 
 
 def sanitize(losses: Tensor) -> Tensor:
@@ -236,15 +284,18 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor, sigma
         raise ValueError(
             f"tell expects {expected} candidates and losses, got {tuple(candidates.shape)} and {tuple(losses.shape)}"
         )
+    children = candidates[-config.popsize :]
+    if config.mode == "centre" and _numpy_ok(children) and losses.device.type == "cpu" and not losses.requires_grad:
+        return _tell_centre_numpy(state, config, children, losses, sigma, expected)
     losses = sanitize(losses).to(state.losses.device)
     best_loss = state.best_loss
     if _measures_incumbent(state, config):
         best_loss, losses = losses[0], losses[1:]
     state = state._replace(best_loss=best_loss, evaluations=state.evaluations + expected)
     if config.mode == "centre":
-        state = _tell_centre(state, config, candidates[-config.popsize :], losses, sigma)
+        state = _tell_centre(state, config, children, losses, sigma)
     else:
-        state = _tell_population(state, config, candidates[-config.popsize :], losses)
+        state = _tell_population(state, config, children, losses)
     return state._replace(generation=state.generation + 1)
 
 
@@ -352,6 +403,79 @@ def _tell_centre(state: State, config: Config, children: Tensor, losses: Tensor,
     )
 
 
+def _tell_centre_numpy(
+    state: State, config: Config, children: Tensor, losses: Tensor, sigma: Tensor | float, evaluations: int
+) -> State:
+    """:func:`tell` in ``"centre"`` mode on NumPy views of small CPU tensors, with the same state
+    bit for bit. ``children (P, D)``, ``losses (N,)`` as given to tell; ``evaluations``: this
+    step's count."""
+    p, d = children.shape
+    measured = _sanitized_numpy(losses)
+    fresh = _measures_incumbent(state, config)
+    incumbent_loss = torch.tensor(float(measured[0]), dtype=torch.float64) if fresh else state.best_loss
+    child_losses = measured[int(fresh) :]
+
+    order = np.argsort(child_losses, kind="stable")
+    population = children.index_select(0, torch.from_numpy(order))  # no autograd on this path
+    sorted_np = child_losses[order]
+    sorted_losses = torch.from_numpy(sorted_np)
+    selected, selected_losses = population[: p // 2], sorted_losses[: p // 2]
+    best, best_loss = state.best, incumbent_loss
+    if sorted_np[0] < incumbent_loss.item():  # strictly better: replace the incumbent
+        best, best_loss = population[0].clone(), sorted_losses[0]
+
+    radius, members = math.nan, [0]
+    if config.average:
+        members, radius = topology._largest_members(
+            selected, selected_losses, config.radius, config.auto_rule, config.auto_quantile
+        )
+    weights = _cpu_weights(len(members), config.weighting, children.dtype)
+    component = torch.empty((len(members), d), dtype=children.dtype)  # torch memory, as selected[members]
+    np.take(selected.numpy(), members, axis=0, out=component.numpy())
+    average = weights @ component
+    if config.consensus == "candidate":
+        centre, mu_eff = selected[0], 1.0
+        consensus = average if len(members) > 1 else torch.full_like(average, math.nan)
+    else:
+        centre, mu_eff = average, 1.0 / float((weights.double() ** 2).sum())
+        consensus = state.consensus
+
+    if config.step_rule == "success":
+        reference = (incumbent_loss if fresh else state.reference_loss).item()
+        below = int(sorted_np.searchsorted(reference, "left"))  # losses < reference (sorted: no NaN)
+        ties = int(sorted_np.searchsorted(reference, "right")) - below
+        scale = _success_rule(state.sigma_scale, (float(below) + 0.5 * float(ties)) / p, config)
+        path = state.path
+    else:
+        scale, path = _csa(state, centre, sigma, mu_eff, config)
+    return State(
+        population=population,
+        losses=sorted_losses,
+        groups=state.groups,
+        best=best,
+        best_loss=best_loss,
+        sigma_scale=scale,
+        generation=state.generation + 1,
+        evaluations=state.evaluations + evaluations,
+        radius=radius,
+        component_size=len(members) if config.average else 0,
+        centre=centre,
+        path=path,
+        consensus=consensus,
+        reference_loss=sorted_losses[0],
+    )
+
+
+def _sanitized_numpy(losses: Tensor) -> np.ndarray:
+    """:func:`sanitize` for a CPU tensor, as a float64 NumPy array ``(N,)`` (possibly a view of
+    ``losses``: read it only)."""
+    values = (losses if losses.dtype == torch.float64 else losses.to(torch.float64)).numpy()  # no autograd here
+    finite = np.isfinite(values)
+    if np.logical_and.reduce(finite):
+        return values
+    return np.where(finite, values, math.inf)
+
+
 def _csa(state: State, centre: Tensor, sigma: Tensor | float, mu_eff: float, config: Config) -> tuple[float, Tensor]:
     """Cumulative step-size adaptation: the new step-size multiplier and evolution path ``(D,)``
     after the centre moved to ``centre (D,)`` (a step of ``mu_eff`` recombined points)."""
@@ -432,6 +556,12 @@ def _base_weights(k: int, weighting: str) -> Tensor:
         return torch.full((k,), 1.0 / k, dtype=torch.float64)
     w = (math.log(k + 0.5) - torch.log(torch.arange(1, k + 1, dtype=torch.float64))).clamp_min(0.0)
     return w / w.sum()
+
+
+@functools.lru_cache(maxsize=256)
+def _cpu_weights(k: int, weighting: str, dtype: torch.dtype) -> Tensor:
+    """:func:`_component_weights` on the CPU in ``dtype`` (cached: read only)."""
+    return _base_weights(k, weighting).to(dtype)
 
 
 def _component_weights(k: int, weighting: str, like: Tensor) -> Tensor:

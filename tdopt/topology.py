@@ -14,10 +14,12 @@ transitively) are exactly the connected components of the MST with edges longer 
 ``r`` removed; the sorted MST edge lengths are the H0 persistence death times.
 
 Small inputs avoid per-call overhead: one torch product for the Gram matrix, then NumPy
-on the ``P x P`` matrix; for ``P <= 128`` Prim runs with three NumPy calls per point (see
-:func:`_prim_small`); components come from one walk over the Prim order, and labels, the
-largest component and the auto radius are computed on Python lists (``O(P)``, no tensor
-calls per element).
+on the ``P x P`` matrix. For ``16 <= P <= 128`` the tree comes from scipy's compiled single
+linkage when it is surely Prim's tree (:func:`_certain_tree`: no other pair within a margin of
+its tree path's longest edge); otherwise Prim runs, with three NumPy calls per point (see
+:func:`_prim_small`). Components come from one walk over the Prim order (union-find on the
+certified tree's edges), and labels, the largest component and the auto radius are computed
+on Python lists (``O(P)``, no tensor calls per element).
 :func:`largest_component_at_radius` and :func:`components_at_radius` do a whole topology
 step (tree, radius, labels, largest component) in one call, with the same results as the
 separate functions.
@@ -33,6 +35,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
+
+try:  # scipy's compiled single linkage (Prim on a condensed matrix) and cophenetic distances
+    from scipy.cluster._hierarchy import cophenetic_distances as _cophenetic
+    from scipy.cluster._hierarchy import mst_single_linkage as _mst_single_linkage
+except ImportError:  # pragma: no cover - private scipy API; the NumPy Prim is used instead
+    _cophenetic = _mst_single_linkage = None
 
 __all__ = [
     "SpanningTree",
@@ -90,15 +98,17 @@ def _centred_gram(points: Tensor) -> Tensor:
     return gram
 
 
-def _squared_from_gram(gram: Tensor | np.ndarray):
-    """Squared distances from a Gram matrix (in place; torch or NumPy), diagonal exactly 0."""
+def _squared_from_gram(gram: Tensor | np.ndarray, zero_diagonal: bool = True):
+    """Squared distances from a Gram matrix (in place; torch or NumPy), diagonal exactly 0
+    (left as computed, about 0, with ``zero_diagonal=False``: NumPy only)."""
     sq_norms = gram.diagonal().copy() if isinstance(gram, np.ndarray) else torch.diagonal(gram).clone()
     gram *= -2.0
     gram += sq_norms[:, None]
     gram += sq_norms[None, :]
     if isinstance(gram, np.ndarray):
         np.maximum(gram, 0.0, out=gram)
-        np.fill_diagonal(gram, 0.0)
+        if zero_diagonal:
+            np.fill_diagonal(gram, 0.0)
     else:
         gram.clamp_min_(0.0).fill_diagonal_(0.0)
     return gram
@@ -107,12 +117,12 @@ def _squared_from_gram(gram: Tensor | np.ndarray):
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
-def _squared_distances(points: Tensor) -> np.ndarray:
+def _squared_distances(points: Tensor, zero_diagonal: bool = True) -> np.ndarray:
     """Squared distances ``(P, P)`` float64 in NumPy on the CPU, by the centred Gram form.
 
     The Gram matrix is a torch product (on the points' device, with torch's thread
     settings); only the ``P x P`` result goes to NumPy."""
-    return _squared_from_gram(_centred_gram(points.detach()).cpu().numpy())
+    return _squared_from_gram(_centred_gram(points.detach()).cpu().numpy(), zero_diagonal)
 
 
 def pairwise_distances(points: Tensor) -> Tensor:
@@ -205,6 +215,54 @@ def _prim(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _prim_rows(sq)
 
 
+# Fewest points for :func:`_certain_tree`: below, Prim's few NumPy calls per point cost less (at
+# most 128 points: beyond, its full-matrix passes cost more).
+_CERTIFY_MIN = 16
+_UPPER: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # n -> rows, columns, flat index (i < j)
+
+
+def _upper(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and flat indices of the pairs ``i < j`` of an ``(n, n)`` matrix, in scipy's
+    condensed order (cached)."""
+    upper = _UPPER.get(n)
+    if upper is None:
+        rows, cols = np.triu_indices(n, 1)
+        upper = _UPPER[n] = (rows, cols, rows * n + cols)
+    return upper
+
+
+def _certain_tree(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The edges ``(lo, hi)`` (``lo < hi``, ``(n-1,)`` each) of :func:`_prim`'s tree of ``sq``,
+    computed in compiled code, or None where that tree cannot be certified (then use
+    :func:`_prim`).
+
+    The diagonal of ``sq`` is not read. ``sq`` is not exactly symmetric (``sq[i, j]`` and
+    ``sq[j, i]`` round differently), and :func:`_prim` reads ``sq[a, b]`` with ``a`` in the
+    tree. The tree ``T`` is scipy's MST of the upper triangle; if every other pair is longer
+    than the longest edge on its tree path (its cophenetic distance) by more than twice the
+    asymmetry ``delta``, then in every cut the shortest crossing, read in either direction, is
+    a tree edge (the pair's path crosses the cut on a tree edge more than ``2 delta`` shorter),
+    so Prim builds ``T`` whatever the reading direction and tie order, parents included.
+    ``slack`` covers ``2 delta`` and the rounding of the test.
+    """
+    n = sq.shape[0]
+    if _mst_single_linkage is None or not _CERTIFY_MIN <= n <= _PRIM_SMALL:  # elsewhere Prim costs less
+        return None
+    with np.errstate(invalid="ignore"):  # inf - inf: rejected below
+        delta = float(np.maximum.reduce(sq - sq.T, axis=None))  # max |sq - sq.T|; NaN or inf unless finite
+    if not math.isfinite(delta):
+        return None
+    rows, cols, flat = _upper(n)
+    condensed = sq.take(flat)
+    cophenetic = np.empty_like(condensed)
+    _cophenetic(_mst_single_linkage(condensed, n), cophenetic, n)
+    slack = 4.0 * delta + 1e-15 * float(np.maximum.reduce(condensed))
+    edges = np.flatnonzero(condensed <= cophenetic + slack)  # tree edges: condensed == cophenetic
+    if edges.size != n - 1:
+        return None
+    return rows[edges], cols[edges]
+
+
 # Up to this many elements of differences (E * D), the edge differences are taken in NumPy.
 # Larger NumPy temporaries measured slower, and slowed the rest of the step (fresh pages).
 _NUMPY_DIFFERENCES = 1 << 15
@@ -238,23 +296,31 @@ def _edge_lengths(points: Tensor, lo: np.ndarray, hi: np.ndarray) -> Tensor:
 
 
 class _Tree(NamedTuple):
-    """An MST with Prim's orientation (internal): edge ``k`` joined point ``child[k]`` to the
-    tree through ``parent[k]`` (``(n-1,)`` int64 NumPy each), in insertion order, so every
-    parent joined before its children. ``lengths``: ``(n-1,)`` exact lengths in the points'
-    dtype and device; ``values``: the same as Python floats."""
+    """An MST (internal): edge ``k`` joins ``child[k]`` and ``parent[k]`` (``(n-1,)`` int64 NumPy
+    each). ``oriented``: the edges are in Prim's insertion order (every parent joined before
+    its children); otherwise ``parent < child`` in no particular order. ``lengths``: ``(n-1,)``
+    exact lengths in the points' dtype and device; ``values``: the same as Python floats."""
 
     child: np.ndarray
     parent: np.ndarray
     lengths: Tensor
     values: list[float]
+    oriented: bool = True
 
 
 def _tree(points: Tensor) -> _Tree:
-    """The MST of ``points (P, D)``, ``P >= 2``: squared distances, Prim, exact lengths
-    (``|x_parent - x_child|`` is ``|x_lo - x_hi|`` bit for bit: only signs differ)."""
-    parent, child = _prim(_squared_distances(points))
+    """The MST of ``points (P, D)``, ``P >= 2``: squared distances, Prim's tree (certified from
+    compiled single linkage where possible), exact lengths (``|x_parent - x_child|`` is
+    ``|x_lo - x_hi|`` bit for bit: only signs differ)."""
+    sq = _squared_distances(points, zero_diagonal=False)
+    edges = _certain_tree(sq)
+    if edges is None:
+        np.fill_diagonal(sq, 0.0)
+        parent, child = _prim(sq)
+    else:
+        parent, child = edges
     lengths = _edge_lengths(points, parent, child)
-    return _Tree(child, parent, lengths, lengths.tolist())
+    return _Tree(child, parent, lengths, lengths.tolist(), edges is None)
 
 
 def minimum_spanning_tree(points: Tensor) -> SpanningTree:
@@ -315,22 +381,50 @@ def _labels_from_edges(n: int, sources: list[int], targets: list[int]) -> list[i
     return _canonical([find(i) for i in range(n)])
 
 
+_F32_SAFE = 3.0e38  # below float32's largest value: rounding to float32 cannot overflow
+
+
 def _in_dtype(radius: float, dtype: torch.dtype) -> float:
     """``radius`` rounded to ``dtype``, as torch rounds a Python scalar compared with a tensor
     (``lengths <= radius`` on float32 lengths compares with ``float32(radius)``)."""
     if dtype == torch.float64:
         return radius
     if dtype == torch.float32:
+        if -_F32_SAFE <= radius <= _F32_SAFE:  # no overflow: skip the (slow) errstate context
+            return float(np.float32(radius))
         with np.errstate(over="ignore"):
             return float(np.float32(radius))
     return float(torch.tensor(radius, dtype=dtype))
 
 
-def _labels_from_tree(n: int, tree: _Tree, radius: float) -> list[int]:
-    """Component labels ``(n,)`` at ``radius`` from a :class:`_Tree`: one walk over the Prim
-    order, each point taking its parent's root when its edge is kept (parents come first)."""
+def _smallest_roots(n: int, lo: list[int], hi: list[int], lengths: list[float], radius: float) -> list[int]:
+    """For each point ``(n,)``, the smallest index in its component of the forest of the edges
+    ``lo[k] - hi[k]`` with ``lengths[k] <= radius``: union-find joining each root under the
+    smaller one, so ``root[i] <= i`` and one ascending pass resolves every point."""
     root = list(range(n))
+    for a, b, length in zip(lo, hi, lengths, strict=True):
+        if length <= radius:
+            while root[a] != a:
+                a = root[a]
+            while root[b] != b:
+                b = root[b]
+            if a < b:
+                root[b] = a
+            elif b < a:
+                root[a] = b
+    for i in range(n):
+        root[i] = root[root[i]]
+    return root
+
+
+def _labels_from_tree(n: int, tree: _Tree, radius: float) -> list[int]:
+    """Component labels ``(n,)`` at ``radius`` from a :class:`_Tree`: for Prim's orientation one
+    walk over the insertion order, each point taking its parent's root when its edge is kept
+    (parents come first); otherwise union-find (:func:`_smallest_roots`)."""
     r = _in_dtype(radius, tree.lengths.dtype)
+    if not tree.oriented:
+        return _canonical(_smallest_roots(n, tree.parent.tolist(), tree.child.tolist(), tree.values, r))
+    root = list(range(n))
     for child, parent, length in zip(tree.child.tolist(), tree.parent.tolist(), tree.values, strict=True):
         if length <= r:
             root[child] = root[parent]
@@ -409,7 +503,7 @@ def _quantile(values: list[float], q: float) -> float:
     and ``fma(w - 1, hi - lo, hi)`` otherwise; the FMA is computed exactly with fractions
     and rounded once, as the hardware does.
     """
-    if any(math.isnan(v) for v in values):
+    if any(map(math.isnan, values)):
         return math.nan
     values = sorted(values)
     rank = q * (len(values) - 1)
@@ -478,10 +572,19 @@ def largest_component_at_radius(
     Equal to ``largest_component(labels, losses)`` with ``labels, r =
     components_at_radius(points, radius, rule, quantile)`` (ties by ``losses (P,)``).
     """
+    members, r = _largest_members(points, losses, radius, rule, quantile)
+    return _long(members, points.device), r
+
+
+def _largest_members(
+    points: Tensor, losses: Tensor | None, radius: float | str, rule: str, quantile: float
+) -> tuple[list[int], float]:
+    """:func:`largest_component_at_radius` with the indices as a Python list (for callers that
+    index NumPy arrays: no tensor is built)."""
     labels, r = _components_at_radius(points, radius, rule, quantile)
     if not labels:
         raise ValueError("labels must be a non-empty 1-D tensor")
-    return _long(_largest(labels, losses), points.device), r
+    return _largest(labels, losses), r
 
 
 def _components_at_radius(points: Tensor, radius: float | str, rule: str, quantile: float) -> tuple[list[int], float]:
