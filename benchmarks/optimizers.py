@@ -16,7 +16,7 @@ for every task. The step sizes (learning rate, sigma0, the random-search spread)
 winners of a small sweep on two-moons by *train* loss (``python -m benchmarks.baseline_sweep``,
 output in ``benchmarks/results/baseline_sweep.json``; the test set plays no part). Choices:
 
-* tdopt: ``TDOpt(model.parameters(), seed=seed)``, i.e. TDOpt's own defaults (lr 0.3,
+* tdopt: ``TDOpt(model.parameters(), seed=seed)``, i.e. TDOpt's own defaults (lr 3.0 relative,
   popsize 8, ...; every keyword recorded in each run's ``options``);
   stepping with a :class:`tdopt.PopulationLoss` over the full training set.
 * tdopt-noavg: the same with ``average=False`` (the ablation).
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 HYPERPARAMS: dict[str, dict[str, Any]] = {
-    "tdopt": {},  # TDOpt's own defaults (lr 0.3, popsize 8, ...: chosen by benchmarks/ablation.py)
+    "tdopt": {},  # TDOpt's own defaults (lr 3.0 relative, popsize 8, ...: chosen by benchmarks/ablation.py)
     "tdopt-noavg": {"average": False},
     "tdopt-tuned": {},  # TDOpt kwargs from --config
     "sgd": {"lr": 0.3, "momentum": 0.9},
