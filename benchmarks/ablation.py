@@ -27,7 +27,7 @@ import torch
 
 import tdopt
 
-from .tasks import Task, get_task
+from .tasks import NOISE_SCALES, Task, get_task
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -50,7 +50,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "population mode, no averaging": {"mode": "population", "average": False},
 }
 BASE: dict[str, Any] = {}
-NOISE_SCALES = (0.01, 0.03, 0.1)
 
 
 def effective_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -76,26 +75,8 @@ def run_variant(task: Task, options: dict[str, Any], seed: int, budget: int) -> 
         "evals_to_target": hit,
         "evals": opt.evaluations,
         "seconds": seconds,
-        "noise_acc": noise_robustness(task, model, seed),
+        "noise_acc": task.noise_accuracy(model, seed),
     }
-
-
-@torch.no_grad()
-def noise_robustness(task: Task, model: torch.nn.Module, seed: int, draws: int = 10) -> dict[str, float]:
-    """Mean test accuracy when every weight gets ``N(0, s^2)`` noise, per scale ``s``."""
-    generator = torch.Generator().manual_seed(seed)
-    clean = [p.detach().clone() for p in model.parameters()]
-    out = {}
-    for scale in NOISE_SCALES:
-        accs = []
-        for _ in range(draws):
-            for p, c in zip(model.parameters(), clean, strict=True):
-                p.copy_(c + scale * torch.randn(c.shape, generator=generator))
-            accs.append(task.accuracy(model))
-        out[str(scale)] = statistics.fmean(accs)
-    for p, c in zip(model.parameters(), clean, strict=True):
-        p.copy_(c)
-    return out
 
 
 def load_runs(path: Path) -> list[dict[str, Any]]:

@@ -189,6 +189,31 @@ def task_table(task: str, groups: dict[tuple[str, str], list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def noise_table(task: str, groups: dict[tuple[str, str], list[dict]]) -> str:
+    """Markdown table: final test accuracy, clean and under Gaussian weight noise per scale (median
+    [min–max] over seeds); empty when no run of ``task`` recorded ``noise_acc``."""
+    pairs = [p for p in _order(groups) if p[0] == task]
+    scales = sorted({s for p in pairs for r in groups[p] for s in r.get("noise_acc", {})}, key=float)
+    if not scales:
+        return ""
+    head = ["optimizer", "clean"] + [f"weight noise {s}" for s in scales]
+    lines = [
+        "Test accuracy of the final model when every weight gets Gaussian noise of standard deviation s "
+        "(mean over 10 draws per run; median [min–max] over seeds): how robust each solution is.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for p in pairs:
+        recs = [r for r in groups[p] if "noise_acc" in r]
+        if not recs:
+            continue
+        row = [f"`{p[1]}`", _acc(_stats([r["test_acc"] for r in recs]))]
+        row += [_acc(_stats([r["noise_acc"][s] for r in recs])) for s in scales]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _k(b: int) -> str:
     return f"{b // 1000}k" if b % 1000 == 0 else str(b)
 
@@ -278,6 +303,8 @@ def write_report(
     sections = []
     for task in tasks:
         table = task_table(task, groups)
+        noise = noise_table(task, groups)
+        table = f"{table}\n{noise}" if noise else table
         path = out / f"table-{task}.md"
         path.write_text(f"### {task}\n\n{table}")
         written.append(path)

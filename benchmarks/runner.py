@@ -25,6 +25,8 @@ options`` (effective hyperparameters), ``returns`` (``"incumbent"`` or ``"curren
 ``evals, steps, epochs`` (examples forwarded / n_train: equal to evals by the budget
 convention), final ``train_loss, train_acc, test_acc``, ``target_acc``,
 ``evals_to_target`` (first checkpoint with test accuracy >= target, None if never),
+``noise_acc`` (mean test accuracy of the final model under Gaussian weight noise, per scale
+in ``tasks.NOISE_SCALES``; protocol 2),
 ``wall_s`` (optimisation time), ``cpu_s`` (its CPU time, of the main thread: runs are
 single-threaded; less sensitive to other load on the machine), ``wall_total_s`` (including
 measurements), ``curve``
@@ -76,7 +78,7 @@ __all__ = [
     "plan_runs",
 ]
 
-PROTOCOL = 1  # bump when the measurement protocol or a task definition changes
+PROTOCOL = 2  # bump when the measurement protocol or a task definition changes
 TABLE_BUDGETS = (1000, 2000, 5000, 10000, 20000)
 THREADS = 1
 N_CHECKPOINTS = 100
@@ -239,6 +241,7 @@ def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
     opt_cpu = time.thread_time() - loop_cpu - measure_cpu
 
     final = {k: curve[k][-1] for k in ("train_loss", "train_acc", "test_acc")}
+    noise_acc = task.noise_accuracy(model, seed)  # robustness of the final model, after the clock
     target = task.target_acc
     hit = None
     if target is not None:
@@ -257,6 +260,7 @@ def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
         **final,
         "target_acc": target,
         "evals_to_target": None if hit is None else _num(hit),
+        "noise_acc": noise_acc,
         "wall_s": opt_time,
         "cpu_s": opt_cpu,
         "wall_total_s": time.perf_counter() - start,

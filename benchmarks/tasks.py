@@ -38,7 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Task", "TASK_NAMES", "get_task", "Step", "mlp"]
+__all__ = ["Task", "TASK_NAMES", "get_task", "Step", "mlp", "NOISE_SCALES"]
+
+# Standard deviations of the Gaussian weight noise under which the final models are tested.
+NOISE_SCALES = (0.01, 0.03, 0.1)
 
 
 class Step(nn.Module):
@@ -118,6 +121,28 @@ class Task:
     def accuracy(self, model: nn.Module, split: str = "test") -> float:
         x, y = (self.x_test, self.y_test) if split == "test" else (self.x_train, self.y_train)
         return float((model(x).argmax(1) == y).double().mean())
+
+    @torch.no_grad()
+    def noise_accuracy(
+        self, model: nn.Module, seed: int, scales: tuple[float, ...] = NOISE_SCALES, draws: int = 10
+    ) -> dict[str, float]:
+        """Mean test accuracy when every weight gets ``N(0, s^2)`` noise, per scale ``s`` (``draws``
+        draws from a generator seeded with ``seed``); the weights are restored afterwards."""
+        generator = torch.Generator().manual_seed(seed)
+        clean = [p.detach().clone() for p in model.parameters()]
+        out = {}
+        try:
+            for scale in scales:
+                accs = []
+                for _ in range(draws):
+                    for p, c in zip(model.parameters(), clean, strict=True):
+                        p.copy_(c + scale * torch.randn(c.shape, generator=generator))
+                    accs.append(self.accuracy(model))
+                out[str(scale)] = sum(accs) / len(accs)
+        finally:
+            for p, c in zip(model.parameters(), clean, strict=True):
+                p.copy_(c)
+        return out
 
 
 # --------------------------------------------------------------------------- data

@@ -316,3 +316,33 @@ def test_hyperparameters_are_the_sweep_winners():
     for opt, result in sweep["results"].items():
         for key, value in result["best"].items():
             assert HYPERPARAMS[opt][key] == value, (opt, key)
+
+
+def test_noise_accuracy_restores_the_weights_and_degrades_with_the_scale():
+    task = get_task("two-moons")
+    model = task.make_model(0)
+    adam = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(100):  # a model well above chance, so large noise must hurt it
+        adam.zero_grad()
+        task.loss_fn(model(task.x_train), task.y_train).backward()
+        adam.step()
+    before = [p.detach().clone() for p in model.parameters()]
+    clean = task.accuracy(model)
+    noisy = task.noise_accuracy(model, seed=0, scales=(1e-6, 10.0), draws=4)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert noisy["1e-06"] == pytest.approx(clean, abs=1e-3)
+    assert noisy["10.0"] < clean - 0.1
+    assert task.noise_accuracy(model, seed=0, scales=(0.1,), draws=3) == task.noise_accuracy(
+        model, seed=0, scales=(0.1,), draws=3
+    )
+
+
+def test_run_records_noise_accuracy_and_the_report_tabulates_it(tmp_path):
+    record = run_one("two-moons", "random", seed=0, budget=30)
+    assert set(record["noise_acc"]) == {"0.01", "0.03", "0.1"}
+    assert all(0.0 <= v <= 1.0 for v in record["noise_acc"].values())
+    groups = {("two-moons", "random"): [record]}
+    table = report.noise_table("two-moons", groups)
+    assert "| `random` |" in table and "weight noise 0.1" in table
+    legacy = {k: v for k, v in record.items() if k != "noise_acc"}
+    assert report.noise_table("two-moons", {("two-moons", "random"): [legacy]}) == ""
