@@ -255,7 +255,10 @@ def _certain_tree(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     rows, cols, flat = _upper(n)
     condensed = sq.take(flat)
     cophenetic = np.empty_like(condensed)
-    _cophenetic(_mst_single_linkage(condensed, n), cophenetic, n)
+    try:
+        _cophenetic(_mst_single_linkage(condensed, n), cophenetic, n)
+    except (TypeError, ValueError):  # pragma: no cover - the private scipy API changed: Prim instead
+        return None
     slack = 4.0 * delta + 1e-15 * float(np.maximum.reduce(condensed))
     edges = np.flatnonzero(condensed <= cophenetic + slack)  # tree edges: condensed == cophenetic
     if edges.size != n - 1:
