@@ -190,6 +190,61 @@ def _mann_whitney(a: list[float], b: list[float]) -> tuple[float, bool]:
     return float(result.pvalue), float(result.statistic) > len(a) * len(b) / 2
 
 
+PLOTTED = (
+    ("default", "relative, averaging"),
+    ("no averaging (ablation)", "relative, no averaging"),
+    ("absolute step sizes (lr 0.3)", "absolute, averaging"),
+    ("absolute step sizes (lr 0.3), no averaging", "absolute, no averaging"),
+)
+# Per task: the measure its target is about (record key, axis label, log axis).
+PLOT_MEASURES = {
+    "two-moons": ("evals_to_target", "evaluations to 0.99 test accuracy", True),
+    "two-moons-step": ("evals_to_target", "evaluations to 0.99 test accuracy", True),
+    "digits": ("test_acc", "final test accuracy", False),
+    "sum-mod-mlp": ("train_loss", "final train loss", False),
+}
+
+
+def plot_ablation(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """One panel per task: every seed's value of the task's measure for averaging on/off under the
+    relative and the absolute step sizes (dots), with the median (bar). Runs that never reached the
+    target are drawn above the budget line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in PLOT_MEASURES if any(r["task"] == t for r in runs)]
+    if not tasks:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        key, label, log = PLOT_MEASURES[task]
+        group = [r for r in runs if r["task"] == task]
+        budget = max(r["budget"] for r in group)
+        for x, (variant, _) in enumerate(PLOTTED):
+            values = [
+                float(budget * 1.15) if r[key] is None else float(r[key]) for r in group if r["variant"] == variant
+            ]
+            if not values:
+                continue
+            jitter = np.linspace(-0.18, 0.18, len(values))
+            ax.scatter(x + jitter, values, s=12, alpha=0.6, color="C0" if "no averaging" not in variant else "C1")
+            ax.hlines(statistics.median(values), x - 0.3, x + 0.3, color="black", linewidth=2)
+        if key == "evals_to_target":
+            ax.axhline(budget, color="grey", linestyle=":", linewidth=1)
+        ax.set_xticks(range(len(PLOTTED)), [name.replace(", ", ",\n") for _, name in PLOTTED], fontsize=8)
+        ax.set_yscale("log" if log else "linear")
+        ax.set_title(task)
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("tdopt ablation: averaging on (blue) vs off (orange), relative vs absolute step sizes; bar = median")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _spread(values: list[float]) -> str:
     """``median [q1, q3]`` of ``values`` (5 significant digits)."""
     q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
@@ -246,7 +301,9 @@ def main(argv: list[str] | None = None) -> None:
         "difference of medians with a 95% bootstrap interval, and a two-sided Mann-Whitney U test over seeds "
         "(verdict at p < 0.05; a run that never reached the target counts as needing more than the budget).\n\n"
     )
-    (args.out / "ABLATION.md").write_text(header + summarise(runs) + effect + averaging_effect(runs) + "\n")
+    plot = plot_ablation(runs, args.out / "ablation.png")
+    image = f"\n\n![ablation]({plot.name})" if plot else ""
+    (args.out / "ABLATION.md").write_text(header + summarise(runs) + effect + averaging_effect(runs) + image + "\n")
     print(summarise(runs))
 
 

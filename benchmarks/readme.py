@@ -136,6 +136,11 @@ def ablation_section() -> str:
             " Mann-Whitney U test over seeds; the verdict is at p < 0.05):",
             "",
             *effect_rows,
+            *(
+                ["", f"![ablation]({_rel(path.parent / 'ablation.png')})"]
+                if (path.parent / "ablation.png").exists()
+                else []
+            ),
         ]
     )
 
