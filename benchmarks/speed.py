@@ -414,7 +414,7 @@ def bench_tdopt_phases(
     x0, f, objective = _objective(d, device, dtype)
     config = _core.Config(popsize=p)
     generator = torch.Generator().manual_seed(0)
-    sigma = 0.1
+    sigma = torch.full((d,), 0.1, dtype=dtype, device=device)  # (D,) like TDOpt's per-parameter steps
     state = _core.init(x0, config)
     with clock.installed():
         candidates = _core.ask(state, config, sigma, generator)  # generation 0 also measures x0
@@ -887,7 +887,8 @@ def _doc_run(res: dict, results_dir: Path, docs_dir: Path) -> list[str]:
         lines += [
             f"### One tdopt step, phase by phase ({th} thread(s))",
             "",
-            "Default configuration (`mode='centre'`: the topology is built on the P/2 selected children).",
+            "Default configuration (`mode='centre'`: the topology is built on the P/2 selected children;"
+            " a `(D,)` step-size vector, as `TDOpt` passes).",
             "*propose*: `_core.ask`; *evaluate*: the two-moons MLP through `PopulationLoss` (batched) at",
             "D = 162, the sphere `sum(x^2)` otherwise (O(P D), like the optimizer); *topology*: the",
             "`tdopt.topology` calls inside `tell`; *update*: the rest of `tell`. *step* is the sum of the",

@@ -219,6 +219,20 @@ def _scalar_step(sigma: Tensor | float, scale: float, dtype: torch.dtype) -> flo
     return float(sigma) * scale
 
 
+def _numpy_step(sigma: Tensor | float, scale: float, dtype: torch.dtype, d: int) -> float | np.ndarray | None:
+    """``sigma * scale`` for the NumPy path, rounded as :func:`ask`'s torch path rounds it: a float
+    for a plain number (:func:`_scalar_step`), an array for a 0-d or ``(D,)`` CPU tensor of the
+    population's dtype (``float32 * float32(scale)`` as torch multiplies a float32 tensor by a
+    Python float); None otherwise (the torch path)."""
+    if not isinstance(sigma, Tensor):
+        return _scalar_step(sigma, scale, dtype)
+    if sigma.dtype != dtype or sigma.device.type != "cpu" or sigma.requires_grad or sigma.shape not in ((), (d,)):
+        return None
+    values = sigma.numpy()
+    with np.errstate(over="ignore"):  # to inf, silently as in torch
+        return np.asarray(values * values.dtype.type(scale))
+
+
 def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Generator) -> Tensor:
     """Candidates ``(N, D)`` to evaluate: [incumbent] + parents + children.
 
@@ -237,9 +251,9 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
         noise = noise.to(pop.device)
     if config.antithetic:
         noise = torch.stack([noise, -noise], dim=1).reshape(p, d)
-    scalar_step = _scalar_step(sigma, state.sigma_scale, pop.dtype) if config.mode == "centre" else None
-    if scalar_step is not None and _numpy_ok(pop):
-        children = _centre_children_numpy(noise, state, scalar_step)
+    numpy_step = _numpy_step(sigma, state.sigma_scale, pop.dtype, d) if config.mode == "centre" else None
+    if numpy_step is not None and _numpy_ok(pop):
+        children = _centre_children_numpy(noise, state, numpy_step)
     else:
         step = torch.as_tensor(sigma, dtype=pop.dtype, device=pop.device) * state.sigma_scale
         parents = state.centre[None] if config.mode == "centre" else pop
@@ -254,12 +268,13 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
     return torch.cat([*rows, children], dim=0) if rows else children
 
 
-def _centre_children_numpy(noise: Tensor, state: State, step: float) -> Tensor:
+def _centre_children_numpy(noise: Tensor, state: State, step: float | np.ndarray) -> Tensor:
     """``noise (P, D) * step + centre``, in place, with the consensus candidate as the first row
-    when there is one: :func:`ask`'s torch arithmetic on NumPy views (the same roundings)."""
+    when there is one: :func:`ask`'s torch arithmetic on NumPy views (the same roundings).
+    ``step``: a float, or a 0-d or ``(D,)`` array of the noise's dtype."""
     children = noise.numpy()
     with np.errstate(all="ignore"):  # overflow to inf, silently as in torch
-        children *= children.dtype.type(step)
+        children *= step if isinstance(step, np.ndarray) else children.dtype.type(step)
         children += state.centre.numpy()
     consensus = state.consensus.numpy()
     if not math.isnan(np.dot(consensus, consensus)):  # NaN exactly when an entry is NaN

@@ -59,12 +59,26 @@ CONFIGS = [
 @pytest.mark.parametrize("kwargs", CONFIGS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("p", "d", "f"), [(16, 12, _spiky), (64, 30, _rosenbrock)])
-def test_numpy_step_equals_the_torch_step_bit_for_bit(monkeypatch, kwargs, dtype, p, d, f):
+@pytest.mark.parametrize("sigma_kind", ["float", "vector", "0-d"])
+def test_numpy_step_equals_the_torch_step_bit_for_bit(monkeypatch, kwargs, dtype, p, d, f, sigma_kind):
     config = core.Config(popsize=p, **kwargs)
     x0 = torch.linspace(-0.5, 0.5, d, dtype=dtype)
-    fast = _trajectory(f, x0, 0.3, config, 40)
+    sigma = {  # TDOpt passes a (D,) vector: lr times each parameter's scale
+        "float": 0.3,
+        "vector": torch.linspace(0.05, 0.7, d, dtype=dtype),
+        "0-d": torch.tensor(0.3, dtype=dtype),
+    }[sigma_kind]
+    fast = _trajectory(f, x0, sigma, config, 40)
     monkeypatch.setattr(core, "NUMPY_ELEMENTS", 0)
-    assert _trajectory(f, x0, 0.3, config, 40) == fast
+    assert _trajectory(f, x0, sigma, config, 40) == fast
+
+
+def test_vector_step_takes_the_numpy_path_only_when_it_can():
+    d = 5
+    assert isinstance(core._numpy_step(torch.ones(d), 2.0, torch.float32, d), np.ndarray)
+    assert core._numpy_step(torch.ones(d, dtype=torch.float64), 2.0, torch.float32, d) is None  # dtype differs
+    assert core._numpy_step(torch.ones(d, requires_grad=True), 2.0, torch.float32, d) is None
+    assert core._numpy_step(torch.ones(d + 1), 2.0, torch.float32, d) is None
 
 
 def test_numpy_path_only_for_small_float_cpu_tensors_without_grad(monkeypatch):
