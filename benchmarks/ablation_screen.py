@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from .ablation import _count
+
 OUT = Path(__file__).parent / "results" / "ablation" / "screen"
 TASKS = {"two-moons": (30, 3000), "two-moons-step": (20, 5000), "digits": (10, 10000), "sum-mod-mlp": (10, 20000)}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -131,10 +133,9 @@ def summarise(runs: list[dict[str, Any]]) -> str:
         group = [r for r in runs if (r["task"], r["variant"]) == (task, variant)]
         hits = [math.inf if r["evals_to_target"] is None else r["evals_to_target"] for r in group]
         q = statistics.quantiles(hits, n=4, method="inclusive") if len(hits) > 1 else hits * 3
-        fmt = lambda v: "-" if v == math.inf else f"{v:.0f}"  # noqa: E731
         lines.append(
             f"| {task} | {variant} | {len(group)} | {sum(h < math.inf for h in hits)}/{len(group)} "
-            f"| {fmt(statistics.median(hits))} [{fmt(q[0])}, {fmt(q[2])}] "
+            f"| {_count(statistics.median(hits))} [{_count(q[0])}, {_count(q[2])}] "
             f"| {statistics.median(r['train_loss'] for r in group):.5g} "
             f"| {statistics.median(r['test_acc'] for r in group):.3f} |"
         )

@@ -356,7 +356,9 @@ class TDOpt(Optimizer):
             layout.write(state.best)
         state = _core.tell(state, config, candidates, losses, sigma)
         self._save_core_state(layout, state, generator)
-        self.state[self._state_key(layout)]["param_scales"] = torch.tensor(scales, dtype=torch.float64)
+        st = self.state[self._state_key(layout)]
+        if "param_scales" not in st:  # measured on the first step only
+            st["param_scales"] = torch.tensor(scales, dtype=torch.float64)
         layout.write(state.best)
         if not torch.isfinite(state.best_loss):
             warnings.warn(
