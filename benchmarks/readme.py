@@ -178,6 +178,7 @@ PERFORMANCE_LINES = (
     "- `t_topology ~",
     "- Free power law on D >= 1e4",
     "- At P=64, D=162",
+    "- Outside the evaluation at P = 64",
     "- **tdopt**:",
     "- **cma**:",
 )

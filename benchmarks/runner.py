@@ -99,11 +99,20 @@ def tdopt_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
+def compiled_steps() -> bool:
+    """Whether small CPU steps take tdopt's compiled (numba) path here."""
+    from tdopt import _core
+
+    return _core.compiled_kernels() is not None
+
+
 def config_hash(optimizer: str, options: dict[str, Any]) -> str:
     """Hash of everything, besides task, seed and budget, that determines a run's result."""
     payload: dict[str, Any] = {"protocol": PROTOCOL, "optimizer": optimizer, "options": options}
     if optimizer.startswith("tdopt"):
         payload["tdopt"] = tdopt_fingerprint()
+        if compiled_steps():  # numba's small-step kernels: equal to the NumPy path up to rounding only
+            payload["tdopt_compiled"] = True
     if optimizer in ("cma", "sepcma"):
         import cmaes
 
@@ -143,8 +152,13 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def versions() -> dict[str, str]:
-    out = {"tdopt": tdopt.__version__, "tdopt_source": tdopt_fingerprint(), "torch": torch.__version__}
+def versions() -> dict[str, Any]:
+    out = {
+        "tdopt": tdopt.__version__,
+        "tdopt_source": tdopt_fingerprint(),
+        "tdopt_compiled": compiled_steps(),
+        "torch": torch.__version__,
+    }
     for mod in ("cmaes", "sklearn", "numpy"):
         with contextlib.suppress(ImportError):
             out[mod] = __import__(mod).__version__

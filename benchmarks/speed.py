@@ -82,6 +82,8 @@ TOPOLOGY_FUNCTIONS = (
     "largest_component_at_radius",
     "_largest_members",  # what _core's NumPy path calls (largest_component_at_radius minus the tensor)
 )
+COMPILED_TOPOLOGY = "largest_component_average"  # the compiled path's topology (tdopt._compiled)
+STEP_PATHS = ("compiled", "numpy", "torch")  # the CPU paths of a small "centre"-mode step
 # Rough per-generation cost of cmaes.CMA 0.13 (measured here on one core): each ask() forms
 # B @ diag(D) (D^3), tell() builds a (P, D, D) einsum. Used only to skip hopeless runs.
 CMA_SECONDS_PER_PD3 = 9e-11
@@ -115,6 +117,11 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         import cmaes
 
         info["cmaes"] = cmaes.__version__
+    with contextlib.suppress(ImportError):
+        import numba
+
+        info["numba"] = numba.__version__
+    info["small_step_path"] = default_step_path()
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpu_memory_gib"] = torch.cuda.get_device_properties(device).total_memory / GIB
@@ -331,7 +338,11 @@ class _TopologyClock:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        originals = {name: getattr(topology, name) for name in TOPOLOGY_FUNCTIONS if hasattr(topology, name)}
+        targets = [(topology, name) for name in TOPOLOGY_FUNCTIONS if hasattr(topology, name)]
+        kernels = _core.compiled_kernels()
+        if kernels is not None:  # the compiled step's topology is one kernel
+            targets.append((kernels, COMPILED_TOPOLOGY))
+        originals = {(module, name): getattr(module, name) for module, name in targets}
 
         def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
             def timed(*args: Any, **kwargs: Any) -> Any:
@@ -351,13 +362,13 @@ class _TopologyClock:
 
             return timed
 
-        for name, fn in originals.items():
-            setattr(topology, name, wrap(fn))
+        for (module, name), fn in originals.items():
+            setattr(module, name, wrap(fn))
         try:
             yield
         finally:
-            for name, fn in originals.items():
-                setattr(topology, name, fn)
+            for (module, name), fn in originals.items():
+                setattr(module, name, fn)
 
 
 def _objective(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Callable[[Tensor], Tensor], str]:
@@ -465,6 +476,39 @@ def bench_tdopt_phases(
         state_bytes=state.population.numel() * state.population.element_size(),
     )
     return result
+
+
+def default_step_path() -> str:
+    """The path a small CPU ``"centre"``-mode step takes here: compiled (numba) or NumPy."""
+    return "compiled" if _core.compiled_kernels() is not None else "numpy"
+
+
+@contextlib.contextmanager
+def step_path(path: str) -> Iterator[None]:
+    """Force a small CPU step onto ``path`` (one of :data:`STEP_PATHS`)."""
+    saved = _core.COMPILED, _core.NUMPY_ELEMENTS
+    _core.COMPILED = path == "compiled"
+    if path == "torch":
+        _core.NUMPY_ELEMENTS = 0
+    try:
+        yield
+    finally:
+        _core.COMPILED, _core.NUMPY_ELEMENTS = saved
+
+
+def bench_step_paths(device: torch.device, ps: tuple[int, ...], reps: tuple[int, int, float]) -> list[dict]:
+    """The D = 162 phase rows (two-moons MLP) once per CPU step path, interleaved per P."""
+    rows = []
+    paths = [p for p in STEP_PATHS if p != "compiled" or _core.compiled_kernels() is not None]
+    for p in ps:
+        for path in paths:
+            with step_path(path):
+                row = bench_tdopt_phases(device, p, MLP_DIM, torch.float32, reps)
+            row["path"] = path
+            rows.append(row)
+            print(f"  {path:8s}", end="")
+            _print_phase_row(row)
+    return rows
 
 
 def _consistent_step(result: dict[str, Any]) -> None:
@@ -888,10 +932,12 @@ def _doc_run(res: dict, results_dir: Path, docs_dir: Path) -> list[str]:
             f"### One tdopt step, phase by phase ({th} thread(s))",
             "",
             "Default configuration (`mode='centre'`: the topology is built on the P/2 selected children;"
-            " a `(D,)` step-size vector, as `TDOpt` passes).",
+            " a `(D,)` step-size vector, as `TDOpt` passes). Steps with P x D <= 2^17 take the"
+            f" *{info.get('small_step_path', 'numpy')}* path (see the next table).",
             "*propose*: `_core.ask`; *evaluate*: the two-moons MLP through `PopulationLoss` (batched) at",
             "D = 162, the sphere `sum(x^2)` otherwise (O(P D), like the optimizer); *topology*: the",
-            "`tdopt.topology` calls inside `tell`; *update*: the rest of `tell`. *step* is the sum of the",
+            "`tdopt.topology` calls inside `tell` (on the compiled path its topology kernel,",
+            f"`_compiled.{COMPILED_TOPOLOGY}`); *update*: the rest of `tell`. *step* is the sum of the",
             "phase medians. *peak*: the largest extra memory of any phase above what was resident before",
             "the step (the population itself, P D floats, excluded).",
             "",
@@ -906,6 +952,7 @@ def _doc_run(res: dict, results_dir: Path, docs_dir: Path) -> list[str]:
             )
         lines += _skipped_lines(skipped, "tdopt", 9, False)
         lines += ["", f"![phases]({_image(results_dir / f'speed_{dev}_phases.png', docs_dir)})", ""]
+        lines += _doc_step_paths(res.get("step_paths", []), th)
         lines += _doc_laws(rows)
     cma = [r for r in rows if r["method"] in ("cma", "sepcma")]
     if cma:
@@ -928,6 +975,40 @@ def _doc_run(res: dict, results_dir: Path, docs_dir: Path) -> list[str]:
         lines += _doc_comparison(rows)
         lines += ["", f"![cma]({_image(results_dir / f'speed_{dev}_cma.png', docs_dir)})", ""]
     return lines
+
+
+def _doc_step_paths(rows: list[dict], threads: int) -> list[str]:
+    """The D = 162 step on each CPU path: what the compiled kernels save."""
+    if not rows:
+        return []
+    lines = [
+        f"### Small steps: the three CPU paths (D = {MLP_DIM}, two-moons MLP, {threads} thread(s))",
+        "",
+        "The same step on each path a small CPU step can take, measured in one run (the P's interleaved):",
+        "*compiled*: two numba kernels for `tell` and one for the children (`tdopt._compiled`; the default",
+        "when numba is installed, equal to the NumPy path up to rounding); *numpy*: NumPy views of the",
+        "tensors (bit for bit the torch path's results); *torch*: the general path (also CUDA's). The",
+        "noise is torch's generator on every path. *outside evaluation*: propose + topology + update.",
+        "",
+        "| P | path | propose | evaluate | topology | update | outside evaluation | share of step |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['P']} | {r['path']} | {_fmt_s(r['propose_s'])} | {_fmt_s(r['evaluate_s'])} | "
+            f"{_fmt_s(r['topology_s'])} | {_fmt_s(r['update_s'])} | {_fmt_s(_outside(r))} | "
+            f"{100 * r['non_evaluate_fraction']:.0f}% |"
+        )
+    at64 = [r for r in rows if r["P"] == 64]
+    if at64:
+        parts = [f"{r['path']} {_fmt_s(_outside(r))} ({100 * r['non_evaluate_fraction']:.0f}%)" for r in at64]
+        lines += ["", f"- Outside the evaluation at P = 64, D = {MLP_DIM}, by path: " + ", ".join(parts) + "."]
+    return lines + [""]
+
+
+def _outside(row: dict) -> float:
+    """Seconds of a step outside the evaluation (propose + topology + update)."""
+    return row["propose_s"] + row["topology_s"] + row["update_s"]
 
 
 def _doc_comparison(rows: list[dict]) -> list[str]:
@@ -1062,13 +1143,16 @@ def _doc_notes() -> list[str]:
         "  and `log1p` are not vectorised on this CPU and cost about 3x `exp` + `add` + `log`); less",
         "  Python per call (one walk over the model instead of `named_parameters()`/`named_buffers()`,",
         "  weight buffers with ready views, a tile's operations looked up once per call: about 10%).",
-        "- **Small CPU steps** (`P x D <= 2^17`, `mode='centre'`): `_core.ask`/`tell` work on NumPy views",
-        "  of the tensors (a NumPy call costs about 1 us, a torch call 2-5 us), with the torch path's",
-        "  results bit for bit; the topology clock also wraps `topology._largest_members`, which that",
-        "  path calls. Inside a step every library call runs with cold caches (the evaluation evicts",
-        "  them): the same code takes about 2-3x its tight-loop time, so at P = 64, D = 162 the step",
-        "  outside the evaluation is bounded by its ~20 distinct calls (noise, Gram, single linkage,",
-        "  edge norms, selection, average), not by arithmetic.",
+        "- **Small CPU steps** (`P x D <= 2^17`, `mode='centre'`): with numba installed (`tdopt[fast]`),",
+        "  `tell` is two compiled calls (selection; topology and average) and `ask` one after torch's",
+        "  `randn` (`tdopt._compiled`); without it, `ask`/`tell` work on NumPy views of the tensors with",
+        "  the torch path's results bit for bit. Inside a step every call runs with cold caches (the",
+        "  evaluation evicts them): the same code takes about 1.5-3x its tight-loop time, so what counts",
+        "  is the number of distinct calls, not the arithmetic. The compiled path's results equal the",
+        "  NumPy path's up to rounding (its Gram matrix, edge lengths and average round differently);",
+        "  `TDOPT_COMPILED=0` keeps the NumPy path. What is left at P = 64, D = 162 is mostly torch's",
+        "  `randn` for the P x D noise (kept so that a seed gives the same noise on every path and",
+        "  device) and the call overhead of a dozen Python-level operations.",
         "- **Propose** (`_core.ask`) dominates large-D steps: it draws P x D normals and allocates",
         "  several P x D temporaries (fresh memory pages cost page faults), so it grows as P D with a",
         "  larger constant than the Gram matrix's P^2 D until P/2 reaches a few hundred.",
@@ -1150,6 +1234,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_phases:
         print(f"step phases ({args.phase_threads} thread(s)):", flush=True)
         results["phases"], results["skipped"] = bench_phases(args, device)
+        if device.type == "cpu":
+            print(f"small-step paths, D = {MLP_DIM} ({args.phase_threads} thread(s)):", flush=True)
+            with threads(args.phase_threads):
+                ps = QUICK_P if args.quick else PHASE_P
+                results["step_paths"] = bench_step_paths(device, ps, _reps(64, MLP_DIM, args.quick, args.full))
     results["seconds"] = time.perf_counter() - started
     path = args.out / f"speed_{device.type}.json"
     path.write_text(json.dumps(results, indent=1, default=float) + "\n")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -199,6 +200,28 @@ NUMPY_ELEMENTS = 1 << 17
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
+# With numba installed, such a step's tell is one compiled call (:mod:`tdopt._compiled`): equal to
+# the NumPy path up to rounding, not bit for bit. False (or TDOPT_COMPILED=0) keeps the NumPy path.
+COMPILED = os.environ.get("TDOPT_COMPILED", "1").lower() not in ("0", "false", "no", "off")
+_kernels = None  # tdopt._compiled once imported; False when numba is missing
+
+
+def compiled_kernels():
+    """The :mod:`tdopt._compiled` module when ``COMPILED`` and numba is importable, else None
+    (numba is imported on first use: ~0.5 s)."""
+    global _kernels
+    if not COMPILED:
+        return None
+    if _kernels is None:
+        try:
+            from . import _compiled
+        except ImportError:
+            _kernels = False
+        else:
+            _kernels = _compiled
+    return _kernels or None
+
+
 def _numpy_ok(x: Tensor) -> bool:
     """Whether ``x`` may take the NumPy path: small, float32/float64, CPU, no autograd."""
     return (
@@ -251,8 +274,15 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
         noise = noise.to(pop.device)
     if config.antithetic:
         noise = torch.stack([noise, -noise], dim=1).reshape(p, d)
-    numpy_step = _numpy_step(sigma, state.sigma_scale, pop.dtype, d) if config.mode == "centre" else None
-    if numpy_step is not None and _numpy_ok(pop):
+    compiled_sigma = _compiled_sigma(sigma, pop) if config.mode == "centre" else None
+    numpy_step = None
+    if compiled_sigma is None and config.mode == "centre":
+        numpy_step = _numpy_step(sigma, state.sigma_scale, pop.dtype, d)
+    if compiled_sigma is not None:
+        children = noise
+        centre, consensus = state.centre.numpy(), state.consensus.numpy()
+        compiled_kernels().centre_children(noise.numpy(), compiled_sigma, state.sigma_scale, centre, consensus)
+    elif numpy_step is not None and _numpy_ok(pop):
         children = _centre_children_numpy(noise, state, numpy_step)
     else:
         step = torch.as_tensor(sigma, dtype=pop.dtype, device=pop.device) * state.sigma_scale
@@ -266,6 +296,23 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
         if reps.numel():
             rows.append(pop.index_select(0, reps))
     return torch.cat([*rows, children], dim=0) if rows else children
+
+
+def _compiled_sigma(sigma: Tensor | float, pop: Tensor) -> np.ndarray | None:
+    """``sigma`` as a ``(D,)`` or ``(1,)`` NumPy view for :func:`tdopt._compiled.centre_children`,
+    or None where the compiled kernel does not apply: no kernels, a population off the NumPy
+    path, or a ``sigma`` that is not a 0-d or ``(D,)`` CPU tensor of the population's dtype."""
+    if (
+        not isinstance(sigma, Tensor)
+        or sigma.dtype != pop.dtype
+        or sigma.device.type != "cpu"
+        or sigma.requires_grad
+        or sigma.shape not in ((), (pop.shape[1],))
+        or not _numpy_ok(pop)
+        or compiled_kernels() is None
+    ):
+        return None
+    return sigma.numpy().reshape(-1)
 
 
 def _centre_children_numpy(noise: Tensor, state: State, step: float | np.ndarray) -> Tensor:
@@ -301,7 +348,9 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor, sigma
         )
     children = candidates[-config.popsize :]
     if config.mode == "centre" and _numpy_ok(children) and losses.device.type == "cpu" and not losses.requires_grad:
-        return _tell_centre_numpy(state, config, children, losses, sigma, expected)
+        kernels = compiled_kernels() if config.popsize >= 4 else None
+        compiled = kernels and _tell_centre_compiled(kernels, state, config, candidates, losses, sigma, expected)
+        return compiled or _tell_centre_numpy(state, config, children, losses, sigma, expected)
     losses = sanitize(losses).to(state.losses.device)
     best_loss = state.best_loss
     if _measures_incumbent(state, config):
@@ -478,6 +527,66 @@ def _tell_centre_numpy(
         path=path,
         consensus=consensus,
         reference_loss=sorted_losses[0],
+    )
+
+
+def _tell_centre_compiled(
+    kernels, state: State, config: Config, candidates: Tensor, losses: Tensor, sigma: Tensor | float, evaluations: int
+) -> State | None:
+    """:func:`_tell_centre_numpy` in two compiled calls (:mod:`tdopt._compiled`): the same state
+    up to rounding. None when a selected child is not finite (use the NumPy path)."""
+    fresh = _measures_incumbent(state, config)
+    values = (losses if losses.dtype == torch.float64 else losses.to(torch.float64)).numpy()
+    population, sorted_np, best, best_loss, wins = kernels.select_centre(
+        candidates.numpy(), values, fresh, state.best_loss.item(), state.reference_loss.item()
+    )
+    candidate = config.consensus == "candidate"
+    radius, count = math.nan, 0
+    if config.average:
+        average, count, radius = kernels.largest_component_average(
+            population[: config.popsize // 2],
+            math.nan if config.radius == "auto" else float(config.radius),
+            config.auto_rule == "gap",
+            config.auto_quantile,
+            config.weighting == "rank",
+            candidate,
+        )
+        if count == kernels.FALLBACK:
+            return None
+    population, sorted_losses = torch.from_numpy(population), torch.from_numpy(sorted_np)
+    reference_loss = sorted_losses[0]
+    if best.shape[0]:
+        best, best_loss = torch.from_numpy(best), reference_loss
+    else:
+        best, best_loss = state.best, torch.tensor(best_loss, dtype=torch.float64) if fresh else state.best_loss
+    if not config.average:  # the consensus of a single point
+        average = torch.full_like(population[0], math.nan) if candidate else population[0]
+    else:
+        average = torch.from_numpy(average)
+    if candidate:
+        centre, consensus, mu_eff = population[0], average, 1.0
+    else:
+        centre, consensus = average, state.consensus
+        mu_eff = 1.0 / float((_cpu_weights(max(count, 1), config.weighting, candidates.dtype).double() ** 2).sum())
+    if config.step_rule == "success":
+        scale, path = _success_rule(state.sigma_scale, wins / config.popsize, config), state.path
+    else:
+        scale, path = _csa(state, centre, sigma, mu_eff, config)
+    return State(
+        population,
+        sorted_losses,
+        state.groups,
+        best,
+        best_loss,
+        scale,
+        state.generation + 1,
+        state.evaluations + evaluations,
+        radius,
+        count,
+        centre,
+        path,
+        consensus,
+        reference_loss,
     )
 
 

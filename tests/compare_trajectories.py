@@ -8,6 +8,9 @@ reports the first generation and field where two dumps differ. Typical use::
     PYTHONPATH=/path/to/old python tests/compare_trajectories.py dump /tmp/old.pt
     PYTHONPATH=. python tests/compare_trajectories.py dump /tmp/new.pt
     python tests/compare_trajectories.py compare /tmp/old.pt /tmp/new.pt
+
+With numba installed, small CPU steps take the compiled path, equal to the NumPy path only up to
+rounding: set ``TDOPT_COMPILED=0`` on both runs to compare the bit-identical paths.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The fast paths give the general paths' results bit for bit: ``_core``'s NumPy step for small
-CPU problems (against the torch step, forced with ``NUMPY_ELEMENTS = 0``) and the topology's
-certified compiled tree (against Prim's). Whole trajectories between two versions of the
-package: ``tests/compare_trajectories.py``."""
+CPU problems (against the torch step, forced with ``NUMPY_ELEMENTS = 0``; the numba kernels are
+off here, see tests/test_compiled.py) and the topology's certified compiled tree (against
+Prim's). Whole trajectories between two versions of the package: ``tests/compare_trajectories.py``."""
 
 import math
 
@@ -13,6 +13,12 @@ from hypothesis import strategies as st
 
 from tdopt import _core as core
 from tdopt import topology
+
+
+@pytest.fixture(autouse=True)
+def numpy_path(monkeypatch):
+    """This module checks the NumPy path: the compiled one (numba) is off here (tests/test_compiled.py)."""
+    monkeypatch.setattr(core, "COMPILED", False)
 
 
 def _bits(value):

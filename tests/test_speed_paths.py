@@ -491,10 +491,16 @@ def test_speed_benchmark_quick_run_writes_json_plots_and_docs(tmp_path):
     assert {(r["P"], r["D"]) for r in phases} == {(p, d) for p in speed.QUICK_P for d in speed.QUICK_D}
     for row in phases:
         assert row["step_s"] > 0 and row["topology_s"] > 0 and row["threads"] == 1
+    paths = [p for p in speed.STEP_PATHS if p != "compiled" or speed._core.compiled_kernels() is not None]
+    assert [(r["P"], r["path"]) for r in result["step_paths"]] == [(p, path) for p in speed.QUICK_P for path in paths]
+    for row in result["step_paths"]:
+        assert row["D"] == speed.MLP_DIM and row["topology_s"] > 0  # the compiled topology kernel is timed too
+    assert result["machine"]["small_step_path"] == paths[0]
     for name in ("evaluation", "phases", "cma"):
         assert (tmp_path / f"speed_cpu_{name}.png").stat().st_size > 0
     text = (tmp_path / "performance.md").read_text()
     assert "Evaluation throughput" in text and "phase by phase" in text
+    assert "the three CPU paths" in text and "Outside the evaluation at P = 64" in text
 
 
 def test_speed_docs_fit_scaling_laws(tmp_path):
