@@ -200,8 +200,9 @@ NUMPY_ELEMENTS = 1 << 17
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
-# With numba installed, such a step's tell is one compiled call (:mod:`tdopt._compiled`): equal to
-# the NumPy path up to rounding, not bit for bit. False (or TDOPT_COMPILED=0) keeps the NumPy path.
+# With numba installed, such a step runs compiled (:mod:`tdopt._compiled`: one call for ask's children,
+# two for tell), equal to the NumPy path up to rounding, not bit for bit (ask's children are bit for
+# bit). False (or the environment variable TDOPT_COMPILED=0) keeps the NumPy path.
 COMPILED = os.environ.get("TDOPT_COMPILED", "1").lower() not in ("0", "false", "no", "off")
 _kernels = None  # tdopt._compiled once imported; False when numba is missing
 
