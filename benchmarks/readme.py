@@ -179,6 +179,7 @@ PERFORMANCE_LINES = (
     "- Free power law on D >= 1e4",
     "- At P=64, D=162",
     "- Outside the evaluation at P = 64",
+    "- `TDOpt.step` at P = 64",
     "- **tdopt**:",
     "- **cma**:",
 )

@@ -496,18 +496,56 @@ def step_path(path: str) -> Iterator[None]:
         _core.COMPILED, _core.NUMPY_ELEMENTS = saved
 
 
+def bench_optimizer_step(device: torch.device, p: int, reps: tuple[int, int, float]) -> dict[str, float]:
+    """``TDOpt.step(PopulationLoss)`` on the two-moons MLP with popsize ``p``, end to end: the
+    median step and the median evaluation inside it (``PopulationLoss.evaluate``)."""
+    model, x, y = two_moons(device)
+    loss = tdopt.PopulationLoss(model, F.cross_entropy, x, y)
+    evaluate, evaluations = loss.evaluate, []
+
+    def timed(batched: Any) -> Tensor:
+        t0 = time.perf_counter()
+        out = evaluate(batched)
+        _sync(device)
+        evaluations.append(time.perf_counter() - t0)
+        return out
+
+    loss.evaluate = timed  # type: ignore[method-assign]
+    opt = TDOpt(model.parameters(), popsize=p, seed=0)
+    for _ in range(10):  # past the first step (which also measures the initial point)
+        opt.step(loss)
+    min_reps, max_reps, min_seconds = reps
+    steps: list[float] = []
+    evaluations.clear()
+    t_start = time.perf_counter()
+    while len(steps) < max_reps and (len(steps) < min_reps or time.perf_counter() - t_start < min_seconds):
+        t0 = time.perf_counter()
+        opt.step(loss)
+        _sync(device)
+        steps.append(time.perf_counter() - t0)
+    step, inside = statistics.median(steps), statistics.median(evaluations)
+    return {"optimizer_step_s": step, "optimizer_evaluate_s": inside, "optimizer_outside_s": step - inside}
+
+
 def bench_step_paths(device: torch.device, ps: tuple[int, ...], reps: tuple[int, int, float]) -> list[dict]:
-    """The D = 162 phase rows (two-moons MLP) once per CPU step path, interleaved per P."""
+    """Per CPU step path, interleaved per P, at D = 162 (two-moons MLP): the phase rows of
+    ``_core``'s step, and ``TDOpt.step`` end to end (the adapter included)."""
     rows = []
     paths = [p for p in STEP_PATHS if p != "compiled" or _core.compiled_kernels() is not None]
     for p in ps:
         for path in paths:
             with step_path(path):
                 row = bench_tdopt_phases(device, p, MLP_DIM, torch.float32, reps)
+                row.update(bench_optimizer_step(device, p, reps))
             row["path"] = path
             rows.append(row)
             print(f"  {path:8s}", end="")
             _print_phase_row(row)
+            print(
+                f"{'':10s}TDOpt.step {_fmt_s(row['optimizer_step_s'])}, outside evaluation "
+                f"{_fmt_s(row['optimizer_outside_s'])}",
+                flush=True,
+            )
     return rows
 
 
@@ -932,8 +970,8 @@ def _doc_run(res: dict, results_dir: Path, docs_dir: Path) -> list[str]:
             f"### One tdopt step, phase by phase ({th} thread(s))",
             "",
             "Default configuration (`mode='centre'`: the topology is built on the P/2 selected children;"
-            " a `(D,)` step-size vector, as `TDOpt` passes). Steps with P x D <= 2^17 take the"
-            f" *{info.get('small_step_path', 'numpy')}* path (see the next table).",
+            " a `(D,)` step-size vector, as `TDOpt` passes). Small CPU steps take the"
+            f" *{info.get('small_step_path', 'numpy')}* path (see the next table and the notes).",
             "*propose*: `_core.ask`; *evaluate*: the two-moons MLP through `PopulationLoss` (batched) at",
             "D = 162, the sphere `sum(x^2)` otherwise (O(P D), like the optimizer); *topology*: the",
             "`tdopt.topology` calls inside `tell` (on the compiled path its topology kernel,",
@@ -984,25 +1022,38 @@ def _doc_step_paths(rows: list[dict], threads: int) -> list[str]:
     lines = [
         f"### Small steps: the three CPU paths (D = {MLP_DIM}, two-moons MLP, {threads} thread(s))",
         "",
-        "The same step on each path a small CPU step can take, measured in one run (the P's interleaved):",
+        "The same step on each path a small CPU step can take, measured in one run (the paths interleaved",
+        "per P; P = 1024 is above the NumPy path's bound, P x D <= 2^17, and takes the torch path there):",
         "*compiled*: two numba kernels for `tell` and one for the children (`tdopt._compiled`; the default",
         "when numba is installed, equal to the NumPy path up to rounding); *numpy*: NumPy views of the",
         "tensors (bit for bit the torch path's results); *torch*: the general path (also CUDA's). The",
-        "noise is torch's generator on every path. *outside evaluation*: propose + topology + update.",
+        "noise is torch's generator on every path. *outside evaluation*: propose + topology + update of",
+        "`_core`'s step. *TDOpt.step*: the optimizer end to end with `PopulationLoss` (the adapter's",
+        "flattening, step-size vector, state and parameter writes included), and its time outside",
+        "`PopulationLoss.evaluate`.",
         "",
-        "| P | path | propose | evaluate | topology | update | outside evaluation | share of step |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| P | path | propose | evaluate | topology | update | outside evaluation | share of step "
+        "| TDOpt.step | TDOpt.step outside evaluation |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        optimizer = [_fmt_s(r.get("optimizer_step_s")), _fmt_s(r.get("optimizer_outside_s"))]
         lines.append(
             f"| {r['P']} | {r['path']} | {_fmt_s(r['propose_s'])} | {_fmt_s(r['evaluate_s'])} | "
             f"{_fmt_s(r['topology_s'])} | {_fmt_s(r['update_s'])} | {_fmt_s(_outside(r))} | "
-            f"{100 * r['non_evaluate_fraction']:.0f}% |"
+            f"{100 * r['non_evaluate_fraction']:.0f}% | {optimizer[0]} | {optimizer[1]} |"
         )
     at64 = [r for r in rows if r["P"] == 64]
     if at64:
         parts = [f"{r['path']} {_fmt_s(_outside(r))} ({100 * r['non_evaluate_fraction']:.0f}%)" for r in at64]
         lines += ["", f"- Outside the evaluation at P = 64, D = {MLP_DIM}, by path: " + ", ".join(parts) + "."]
+        parts = [
+            f"{r['path']} {_fmt_s(r['optimizer_step_s'])} ({_fmt_s(r['optimizer_outside_s'])} outside the evaluation)"
+            for r in at64
+            if "optimizer_step_s" in r
+        ]
+        if parts:
+            lines.append(f"- `TDOpt.step` at P = 64 with `PopulationLoss`, by path: {', '.join(parts)}.")
     return lines + [""]
 
 
@@ -1143,16 +1194,16 @@ def _doc_notes() -> list[str]:
         "  and `log1p` are not vectorised on this CPU and cost about 3x `exp` + `add` + `log`); less",
         "  Python per call (one walk over the model instead of `named_parameters()`/`named_buffers()`,",
         "  weight buffers with ready views, a tile's operations looked up once per call: about 10%).",
-        "- **Small CPU steps** (`P x D <= 2^17`, `mode='centre'`): with numba installed (`tdopt[fast]`),",
-        "  `tell` is two compiled calls (selection; topology and average) and `ask` one after torch's",
-        "  `randn` (`tdopt._compiled`); without it, `ask`/`tell` work on NumPy views of the tensors with",
-        "  the torch path's results bit for bit. Inside a step every call runs with cold caches (the",
-        "  evaluation evicts them): the same code takes about 1.5-3x its tight-loop time, so what counts",
-        "  is the number of distinct calls, not the arithmetic. The compiled path's results equal the",
-        "  NumPy path's up to rounding (its Gram matrix, edge lengths and average round differently);",
-        "  `TDOPT_COMPILED=0` keeps the NumPy path. What is left at P = 64, D = 162 is mostly torch's",
-        "  `randn` for the P x D noise (kept so that a seed gives the same noise on every path and",
-        "  device) and the call overhead of a dozen Python-level operations.",
+        "- **Small CPU steps** (`mode='centre'`): with numba installed (`tdopt[fast]`) a step with",
+        "  P x D <= 2^22 runs compiled: `ask`'s children in one kernel after torch's `randn`, `tell` in two",
+        "  (selection; topology and average) (`tdopt._compiled`); its results equal the NumPy path's up to",
+        "  rounding (its Gram matrix, edge lengths and average round differently), and",
+        "  `TDOPT_COMPILED=0` turns it off. Without numba, steps with P x D <= 2^17 work on NumPy views",
+        "  of the tensors with the torch path's results bit for bit. Inside a step every call runs with",
+        "  cold caches (the evaluation evicts them): the same code takes about 1.5-3x its tight-loop",
+        "  time, so at small sizes what counts is the number of distinct calls, not the arithmetic. What",
+        "  is left at P = 64, D = 162 is mostly torch's `randn` for the P x D noise (kept so that a seed",
+        "  gives the same noise on every path and device) and the overhead of a dozen Python-level calls.",
         "- **Propose** (`_core.ask`) dominates large-D steps: it draws P x D normals and allocates",
         "  several P x D temporaries (fresh memory pages cost page faults), so it grows as P D with a",
         "  larger constant than the Gram matrix's P^2 D until P/2 reaches a few hundred.",

@@ -200,10 +200,13 @@ NUMPY_ELEMENTS = 1 << 17
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
-# With numba installed, such a step runs compiled (:mod:`tdopt._compiled`: one call for ask's children,
-# two for tell), equal to the NumPy path up to rounding, not bit for bit (ask's children are bit for
-# bit). False (or the environment variable TDOPT_COMPILED=0) keeps the NumPy path.
+# With numba installed, a CPU step of "centre" mode with at most COMPILED_ELEMENTS elements runs
+# compiled (:mod:`tdopt._compiled`: one call for ask's children, two for tell), equal to the NumPy
+# path up to rounding, not bit for bit (ask's children are bit for bit). Its extra memory is about
+# twice the population (the sorted copy, as on the torch path, and a float64 copy of the selected
+# half), so the bound keeps it under 32 MiB. False (or TDOPT_COMPILED=0) keeps the other paths.
 COMPILED = os.environ.get("TDOPT_COMPILED", "1").lower() not in ("0", "false", "no", "off")
+COMPILED_ELEMENTS = 1 << 22
 _kernels = None  # tdopt._compiled once imported; False when numba is missing
 
 
@@ -223,11 +226,16 @@ def compiled_kernels():
     return _kernels or None
 
 
-def _numpy_ok(x: Tensor) -> bool:
-    """Whether ``x`` may take the NumPy path: small, float32/float64, CPU, no autograd."""
-    return (
-        x.numel() <= NUMPY_ELEMENTS and x.dtype in _NUMPY_DTYPES and x.device.type == "cpu" and not x.requires_grad
-    )
+def _numpy_ok(x: Tensor, elements: int | None = None) -> bool:
+    """Whether ``x`` may take the NumPy path: at most ``elements`` (default ``NUMPY_ELEMENTS``),
+    float32/float64, CPU, no autograd."""
+    limit = NUMPY_ELEMENTS if elements is None else elements
+    return x.numel() <= limit and x.dtype in _NUMPY_DTYPES and x.device.type == "cpu" and not x.requires_grad
+
+
+def _compiled_ok(x: Tensor) -> bool:
+    """Whether ``x`` may take the compiled path (as :func:`_numpy_ok`, up to ``COMPILED_ELEMENTS``)."""
+    return _numpy_ok(x, COMPILED_ELEMENTS) and compiled_kernels() is not None
 
 
 _MAX_SCALAR_STEP = 2.0**53  # up to here ints convert exactly and float32 cannot overflow
@@ -309,8 +317,7 @@ def _compiled_sigma(sigma: Tensor | float, pop: Tensor) -> np.ndarray | None:
         or sigma.device.type != "cpu"
         or sigma.requires_grad
         or sigma.shape not in ((), (pop.shape[1],))
-        or not _numpy_ok(pop)
-        or compiled_kernels() is None
+        or not _compiled_ok(pop)
     ):
         return None
     return sigma.numpy().reshape(-1)
@@ -348,10 +355,13 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor, sigma
             f"tell expects {expected} candidates and losses, got {tuple(candidates.shape)} and {tuple(losses.shape)}"
         )
     children = candidates[-config.popsize :]
-    if config.mode == "centre" and _numpy_ok(children) and losses.device.type == "cpu" and not losses.requires_grad:
-        kernels = compiled_kernels() if config.popsize >= 4 else None
-        compiled = kernels and _tell_centre_compiled(kernels, state, config, candidates, losses, sigma, expected)
-        return compiled or _tell_centre_numpy(state, config, children, losses, sigma, expected)
+    if config.mode == "centre" and losses.device.type == "cpu" and not losses.requires_grad:
+        if config.popsize >= 4 and _compiled_ok(children):
+            compiled = _tell_centre_compiled(compiled_kernels(), state, config, candidates, losses, sigma, expected)
+            if compiled is not None:
+                return compiled
+        if _numpy_ok(children):
+            return _tell_centre_numpy(state, config, children, losses, sigma, expected)
     losses = sanitize(losses).to(state.losses.device)
     best_loss = state.best_loss
     if _measures_incumbent(state, config):
@@ -535,7 +545,7 @@ def _tell_centre_compiled(
     kernels, state: State, config: Config, candidates: Tensor, losses: Tensor, sigma: Tensor | float, evaluations: int
 ) -> State | None:
     """:func:`_tell_centre_numpy` in two compiled calls (:mod:`tdopt._compiled`): the same state
-    up to rounding. None when a selected child is not finite (use the NumPy path)."""
+    up to rounding. None when a selected child is not finite (then another path runs)."""
     fresh = _measures_incumbent(state, config)
     values = (losses if losses.dtype == torch.float64 else losses.to(torch.float64)).numpy()
     population, sorted_np, best, best_loss, wins = kernels.select_centre(

@@ -276,13 +276,19 @@ class TDOpt(Optimizer):
 
     def _sigma(self, layout: _Layout, scales: list[float]) -> Tensor:
         """Base step size per coordinate ``(D,)``: each parameter's group ``lr``, times the
-        parameter's initial RMS ``scales`` where its group has ``scale_parameter``."""
+        parameter's initial RMS ``scales`` where its group has ``scale_parameter``. The vector
+        is reused while the per-parameter steps, dtype and device stay the same (it is read
+        only); an LR scheduler's new ``lr`` makes a new one."""
         group_of = {p: g for g in self.param_groups for p in g["params"]}
-        steps = [
+        steps = tuple(
             float(group_of[p]["lr"]) * (scale if group_of[p]["scale_parameter"] else 1.0)
             for p, scale in zip(layout.params, scales, strict=True)
-        ]
-        return layout.per_coordinate(steps)
+        )
+        key = (steps, tuple(layout.numels), layout.dtype, layout.device)
+        cached = getattr(self, "_sigma_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._sigma_cache = (key, layout.per_coordinate(list(steps)))
+        return cached[1]
 
     def _param_scales(self, layout: _Layout) -> list[float]:
         """Each trainable parameter's RMS when the optimizer first stepped (kept in the state,
@@ -352,9 +358,11 @@ class TDOpt(Optimizer):
         candidates = _core.ask(state, config, sigma, generator)
         try:
             losses = self._evaluate(candidates, closure, layout)
-        finally:
-            layout.write(state.best)
-        state = _core.tell(state, config, candidates, losses, sigma)
+            new_state = _core.tell(state, config, candidates, losses, sigma)
+        except BaseException:
+            layout.write(state.best)  # a closure wrote candidates into the parameters: restore them
+            raise
+        state = new_state
         self._save_core_state(layout, state, generator)
         st = self.state[self._state_key(layout)]
         if "param_scales" not in st:  # measured on the first step only

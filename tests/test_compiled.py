@@ -207,3 +207,21 @@ def test_radius_rules_match_topology():
             _compiled._radius(lengths, False, q), topology._radius_rule(lengths.tolist(), "quantile", q), rel_tol=1e-15
         )
     assert _compiled._radius(lengths, True, 0.5) == topology._radius_rule(lengths.tolist(), "gap", 0.5)
+
+
+def test_compiled_path_size_bound(monkeypatch):
+    """Above NUMPY_ELEMENTS and up to COMPILED_ELEMENTS the step still runs compiled; above, torch."""
+    calls = []
+    kernels = core.compiled_kernels()
+    original = kernels.select_centre
+    monkeypatch.setattr(kernels, "select_centre", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(core, "COMPILED", True)
+    monkeypatch.setattr(core, "NUMPY_ELEMENTS", 10)
+    f = lambda x: (x**2).sum(dim=1)  # noqa: E731
+    compiled = core.minimize(f, torch.ones(5), 0.1, core.Config(popsize=8), generations=4)
+    assert calls == [1] * 4
+    monkeypatch.setattr(core, "COMPILED_ELEMENTS", 39)  # 8 x 5 children: over the bound
+    general = core.minimize(f, torch.ones(5), 0.1, core.Config(popsize=8), generations=4)
+    assert calls == [1] * 4
+    assert compiled.component_size == general.component_size
+    assert torch.allclose(compiled.best, general.best) and compiled.sigma_scale == general.sigma_scale

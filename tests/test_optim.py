@@ -458,3 +458,35 @@ def test_next_evaluations_predicts_the_closure_calls(kwargs):
         before = opt.evaluations
         opt.step(closure)
         assert opt.evaluations - before == predicted
+
+
+def test_step_vector_follows_lr_changes_and_is_reused_otherwise():
+    model = nn.Linear(3, 2)
+    opt = TDOpt(model.parameters(), lr=2.0, popsize=4, seed=0)
+    layout = opt._layout()
+    scales = opt._param_scales(layout)
+    first = opt._sigma(layout, scales)
+    assert opt._sigma(layout, scales) is first  # unchanged: the same (read-only) vector
+    opt.param_groups[0]["lr"] = 1.0  # what a scheduler does
+    second = opt._sigma(layout, scales)
+    torch.testing.assert_close(second, first / 2)
+
+
+def test_a_failing_closure_leaves_the_incumbent_in_the_parameters():
+    model = nn.Linear(3, 1)
+    opt = TDOpt(model.parameters(), popsize=4, seed=0)
+    x = torch.randn(8, 3)
+    opt.step(lambda: model(x).pow(2).mean())
+    incumbent = [p.detach().clone() for p in model.parameters()]
+    calls = []
+
+    def closure():
+        calls.append(1)
+        if len(calls) == 3:  # after two candidates were written into the parameters
+            raise RuntimeError("boom")
+        return model(x).pow(2).mean()
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(closure)
+    for p, q in zip(model.parameters(), incumbent, strict=True):
+        assert torch.equal(p.detach(), q)

@@ -495,6 +495,7 @@ def test_speed_benchmark_quick_run_writes_json_plots_and_docs(tmp_path):
     assert [(r["P"], r["path"]) for r in result["step_paths"]] == [(p, path) for p in speed.QUICK_P for path in paths]
     for row in result["step_paths"]:
         assert row["D"] == speed.MLP_DIM and row["topology_s"] > 0  # the compiled topology kernel is timed too
+        assert 0 < row["optimizer_evaluate_s"] < row["optimizer_step_s"]
     assert result["machine"]["small_step_path"] == paths[0]
     for name in ("evaluation", "phases", "cma"):
         assert (tmp_path / f"speed_cpu_{name}.png").stat().st_size > 0
