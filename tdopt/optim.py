@@ -78,7 +78,9 @@ class _Layout:
         n = batch.shape[0]
         out: dict[Tensor, Tensor] = {}
         for p, view, chunk in zip(self.params, self.real_views, batch.split(self.numels, dim=1), strict=True):
-            values = chunk.reshape(n, *view.shape).to(view.dtype)
+            values = chunk.reshape(n, *view.shape)
+            if values.dtype != view.dtype:
+                values = values.to(view.dtype)
             out[p] = torch.view_as_complex(values.contiguous()) if p.is_complex() else values
         return out
 
@@ -262,6 +264,15 @@ class TDOpt(Optimizer):
     def _make_config(options: dict[str, Any]) -> _core.Config:
         return _core.Config(**{k: options[k] for k in _GLOBAL_KEYS if k != "seed"})
 
+    def _config(self) -> _core.Config:
+        """The core configuration from ``self.defaults``, rebuilt (and validated) only when they
+        changed since the last step."""
+        key = tuple(self.defaults[k] for k in _GLOBAL_KEYS)
+        cached = getattr(self, "_config_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._config_cache = (key, self._make_config(self.defaults))
+        return cached[1]
+
     def _trainable_params(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
 
@@ -351,7 +362,7 @@ class TDOpt(Optimizer):
         if closure is None:
             raise ValueError("TDOpt.step needs a closure that returns the loss: opt.step(closure)")
         layout = self._layout()
-        config = self._make_config(self.defaults)
+        config = self._config()
         scales = self._param_scales(layout)
         state, generator = self._core_state(layout, config)
         sigma = self._sigma(layout, scales)
@@ -368,7 +379,7 @@ class TDOpt(Optimizer):
         if "param_scales" not in st:  # measured on the first step only
             st["param_scales"] = torch.tensor(scales, dtype=torch.float64)
         layout.write(state.best)
-        if not torch.isfinite(state.best_loss):
+        if not math.isfinite(state.best_loss.item()):
             warnings.warn(
                 "TDOpt: no candidate had a finite loss so far; the parameters keep the last incumbent",
                 RuntimeWarning,
@@ -447,7 +458,7 @@ class TDOpt(Optimizer):
     def next_evaluations(self) -> int:
         """Loss evaluations the next :meth:`step` will make (lets a caller keep to a budget)."""
         layout = self._layout()
-        config = self._make_config(self.defaults)
+        config = self._config()
         state, _ = self._core_state(layout, config)
         return _core.num_evaluations(state, config)
 

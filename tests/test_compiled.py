@@ -81,7 +81,7 @@ def test_compiled_tell_equals_the_numpy_tell_from_the_same_state(monkeypatch, kw
         expected = core.tell(state, config, candidates, losses, sigma)
         monkeypatch.setattr(core, "COMPILED", True)
         got = core.tell(state, config, candidates, losses, sigma)
-        for name in State_fields():
+        for name in core.State._fields:
             a, b = getattr(got, name), getattr(expected, name)
             rounded = name == "centre" and config.consensus == "centre" and config.average
             if (name in EXACT or not config.average and name != "path") and not rounded:
@@ -92,22 +92,24 @@ def test_compiled_tell_equals_the_numpy_tell_from_the_same_state(monkeypatch, kw
     assert components > 0 or not config.average  # the topology did something
 
 
-def State_fields():
-    return core.State._fields
-
-
 def _bits(value):
     if isinstance(value, torch.Tensor):
         return (value.dtype, tuple(value.shape), value.detach().reshape(-1).contiguous().view(torch.uint8).tolist())
     return "nan" if isinstance(value, float) and math.isnan(value) else value
 
 
-def test_tell_takes_the_compiled_path_and_falls_back_on_non_finite_points(monkeypatch):
-    calls = []
-    kernels = core.compiled_kernels()
-    original = kernels.largest_component_average
-    monkeypatch.setattr(kernels, "largest_component_average", lambda *a: calls.append(1) or original(*a))
+def _calls(monkeypatch, kernel: str) -> list[int]:
+    """With the compiled path on, a list that grows by one on each call of ``_compiled.<kernel>``."""
+    calls: list[int] = []
     monkeypatch.setattr(core, "COMPILED", True)
+    original = getattr(_compiled, kernel)
+    monkeypatch.setattr(_compiled, kernel, lambda *a: calls.append(1) or original(*a))
+    return calls
+
+
+def test_tell_takes_the_compiled_path_and_falls_back_on_non_finite_points(monkeypatch):
+    calls = _calls(monkeypatch, "largest_component_average")
+    kernels = core.compiled_kernels()
     core.minimize(lambda x: (x**2).sum(dim=1), torch.zeros(5), 0.1, core.Config(), generations=3)
     assert calls == [1, 1, 1]
 
@@ -142,10 +144,7 @@ def test_compiled_children_equal_the_torch_path_bit_for_bit(monkeypatch, dtype, 
     if consensus:
         state = state._replace(consensus=torch.randn(d, dtype=dtype))
     sigma = torch.linspace(0.01, 3.0, d, dtype=dtype) if sigma_kind == "vector" else torch.tensor(0.7, dtype=dtype)
-    calls = []
-    original = _compiled.centre_children
-    monkeypatch.setattr(_compiled, "centre_children", lambda *a: calls.append(1) or original(*a))
-    monkeypatch.setattr(core, "COMPILED", True)
+    calls = _calls(monkeypatch, "centre_children")
     got = core.ask(state, config, sigma, torch.Generator().manual_seed(3))
     monkeypatch.setattr(core, "COMPILED", False)
     monkeypatch.setattr(core, "NUMPY_ELEMENTS", 0)
@@ -211,11 +210,7 @@ def test_radius_rules_match_topology():
 
 def test_compiled_path_size_bound(monkeypatch):
     """Above NUMPY_ELEMENTS and up to COMPILED_ELEMENTS the step still runs compiled; above, torch."""
-    calls = []
-    kernels = core.compiled_kernels()
-    original = kernels.select_centre
-    monkeypatch.setattr(kernels, "select_centre", lambda *a: calls.append(1) or original(*a))
-    monkeypatch.setattr(core, "COMPILED", True)
+    calls = _calls(monkeypatch, "select_centre")
     monkeypatch.setattr(core, "NUMPY_ELEMENTS", 10)
     f = lambda x: (x**2).sum(dim=1)  # noqa: E731
     compiled = core.minimize(f, torch.ones(5), 0.1, core.Config(popsize=8), generations=4)

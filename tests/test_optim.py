@@ -490,3 +490,13 @@ def test_a_failing_closure_leaves_the_incumbent_in_the_parameters():
         opt.step(closure)
     for p, q in zip(model.parameters(), incumbent, strict=True):
         assert torch.equal(p.detach(), q)
+
+
+def test_changed_defaults_are_validated_at_the_next_step():
+    model = nn.Linear(3, 1)
+    opt = TDOpt(model.parameters(), popsize=4, seed=0)
+    x = torch.randn(8, 3)
+    opt.step(lambda: model(x).pow(2).mean())
+    opt.defaults["success_target"] = 2.0  # the cached configuration must not hide this
+    with pytest.raises(ValueError, match="success_target"):
+        opt.step(lambda: model(x).pow(2).mean())
