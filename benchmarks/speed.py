@@ -1085,8 +1085,9 @@ def _doc_laws(rows: list[dict]) -> list[str]:
     topo = fit_topology(rows)
     if topo:
         lines += [
-            "Topology: Gram matrix O(P^2 D) on the device, Prim O(P^2) in NumPy, exact edge lengths and",
-            "the float64 slices O(P D); P is the population size (the topology itself sees P/2 points).",
+            "Topology: Gram matrix O(P^2 D) on the device, Prim O(P^2) (in NumPy, or compiled up to",
+            "P x D = 2^22 with numba), exact edge lengths and the float64 copies O(P D); P is the population",
+            "size (the topology itself sees P/2 points).",
             "",
             f"- `t_topology ~ {topo['a_P2D']:.2e} * P^2 * D + {topo['b_P2']:.2e} * P^2 + {topo['c_PD']:.2e} * P * D"
             f" + {topo['e_const']:.2e}` seconds (median relative error {100 * topo['median_rel_error']:.0f}%, "
@@ -1204,6 +1205,14 @@ def _doc_notes() -> list[str]:
         "  time, so at small sizes what counts is the number of distinct calls, not the arithmetic. What",
         "  is left at P = 64, D = 162 is mostly torch's `randn` for the P x D noise (kept so that a seed",
         "  gives the same noise on every path and device) and the overhead of a dozen Python-level calls.",
+        "  Tried and dropped: the Gram matrix as numba loops instead of BLAS (2-3x slower at 32 x 162, even",
+        "  with reassociation allowed; cold, both cost about the same); one kernel for the whole `tell`",
+        "  (measured no faster than two, and its topology could not be timed as a phase).",
+        "- **`TDOpt.step`** adds the adapter to `_core`'s step: the parameter layout, the `(D,)` step-size",
+        "  vector (reused while `lr` is unchanged), the RNG and state round trip through `self.state`,",
+        "  the population as per-parameter `(P, *shape)` tensors for `PopulationLoss`, and one write of",
+        "  the incumbent into the parameters. At P = 64, D = 162 that is about as much again as `_core`'s",
+        "  own step outside the evaluation (see the paths table).",
         "- **Propose** (`_core.ask`) dominates large-D steps: it draws P x D normals and allocates",
         "  several P x D temporaries (fresh memory pages cost page faults), so it grows as P D with a",
         "  larger constant than the Gram matrix's P^2 D until P/2 reaches a few hundred.",
