@@ -180,6 +180,7 @@ PERFORMANCE_LINES = (
     "- At P=64, D=162",
     "- Outside the evaluation at P = 64",
     "- `TDOpt.step` at P = 64",
+    "- First `TDOpt.step` of a fresh process",
     "- **tdopt**:",
     "- **cma**:",
 )

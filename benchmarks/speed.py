@@ -496,6 +496,40 @@ def step_path(path: str) -> Iterator[None]:
         _core.COMPILED, _core.NUMPY_ELEMENTS = saved
 
 
+_FIRST_STEP = """
+import json, time, torch
+t0 = time.perf_counter()
+import tdopt
+model = torch.nn.Sequential(torch.nn.Linear(2, 10), torch.nn.ReLU(), torch.nn.Linear(10, 2))
+x, y = torch.randn(100, 2), torch.randint(0, 2, (100,))
+opt = tdopt.TDOpt(model.parameters(), popsize=16, seed=0)
+t1 = time.perf_counter()
+opt.step(lambda: torch.nn.functional.cross_entropy(model(x), y))
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "first_step_s": t2 - t1}))
+"""
+
+
+def bench_first_step() -> dict[str, float] | None:
+    """Seconds of a fresh process's first ``TDOpt.step`` (float32, compiled path): with an empty
+    numba cache (the kernels compile), then with the cache it left (they load). None without numba."""
+    if _core.compiled_kernels() is None:
+        return None
+    import subprocess
+    import tempfile
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "OMP_NUM_THREADS": "1"}
+        for key in ("compile", "cached"):
+            run = subprocess.run([sys.executable, "-c", _FIRST_STEP], env=env, capture_output=True, text=True)
+            if run.returncode != 0:
+                print(f"  first-step measurement failed: {run.stderr.strip()[-300:]}", flush=True)
+                return None
+            out[f"first_step_{key}_s"] = json.loads(run.stdout.strip().splitlines()[-1])["first_step_s"]
+    return out
+
+
 def bench_optimizer_step(device: torch.device, p: int, reps: tuple[int, int, float]) -> dict[str, float]:
     """``TDOpt.step(PopulationLoss)`` on the two-moons MLP with popsize ``p``, end to end: the
     median step and the median evaluation inside it (``PopulationLoss.evaluate``)."""
@@ -991,6 +1025,15 @@ def _doc_run(res: dict, results_dir: Path, docs_dir: Path) -> list[str]:
         lines += _skipped_lines(skipped, "tdopt", 9, False)
         lines += ["", f"![phases]({_image(results_dir / f'speed_{dev}_phases.png', docs_dir)})", ""]
         lines += _doc_step_paths(res.get("step_paths", []), th)
+        first = res.get("first_step")
+        if first:
+            lines += [
+                f"- First `TDOpt.step` of a fresh process on the compiled path (float32): "
+                f"{first['first_step_compile_s']:.1f} s with an empty numba cache (the kernels compile, once per "
+                f"dtype), {first['first_step_cached_s']:.2f} s once they are cached on disk (numba's import "
+                "and loading them).",
+                "",
+            ]
         lines += _doc_laws(rows)
     cma = [r for r in rows if r["method"] in ("cma", "sepcma")]
     if cma:
@@ -1299,6 +1342,9 @@ def main(argv: list[str] | None = None) -> int:
             with threads(args.phase_threads):
                 ps = QUICK_P if args.quick else PHASE_P
                 results["step_paths"] = bench_step_paths(device, ps, _reps(64, MLP_DIM, args.quick, args.full))
+            if not args.quick:
+                results["first_step"] = bench_first_step()
+                print(f"first TDOpt.step in a fresh process: {results['first_step']}", flush=True)
     results["seconds"] = time.perf_counter() - started
     path = args.out / f"speed_{device.type}.json"
     path.write_text(json.dumps(results, indent=1, default=float) + "\n")

@@ -106,6 +106,7 @@ def _calls(monkeypatch, kernel: str) -> list[int]:
     return calls
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the NumPy path's inf - inf
 def test_tell_takes_the_compiled_path_and_falls_back_on_non_finite_points(monkeypatch):
     calls = _calls(monkeypatch, "largest_component_average")
     kernels = core.compiled_kernels()
