@@ -1,13 +1,14 @@
-"""A compiled ``"centre"``-mode tell for small CPU steps (imported only when ``numba`` is).
+"""Compiled kernels of a ``"centre"``-mode step on the CPU (imported only when ``numba`` is).
 
 At two-moons scale (``P = 64`` children, ``D = 162``) a step's arithmetic takes a few
 microseconds; what costs is the ~20 NumPy and torch calls of the NumPy path (each slower
-right after the evaluation has filled the caches). Here the tell is two compiled calls:
-:func:`select_centre` (sorting, incumbent, success count) and
+right after the evaluation has filled the caches). Here ``ask``'s children are one compiled
+call after torch's ``randn`` (:func:`centre_children`, bit for bit the torch path's), and
+``tell`` is two: :func:`select_centre` (sorting, incumbent, success count) and
 :func:`largest_component_average` (centred Gram matrix, Prim's MST, the radius rule, the
 largest component and its average).
 
-Its results equal the NumPy path's up to rounding, not bit for bit: the Gram matrix, the edge
+The tell's results equal the NumPy path's up to rounding, not bit for bit: the Gram matrix, the edge
 lengths (float64 sums, then the points' dtype) and the average (float64 accumulation) round
 differently from torch's kernels. Trees and components are the same except where distances
 tie to rounding. The kernels compile once per dtype and are cached on disk (``cache=True``).
@@ -22,7 +23,6 @@ import numpy as np
 
 FALLBACK = -1  # largest_component_average's member count when a point is not finite
 _njit = numba.njit(cache=True, nogil=True)
-
 
 
 @_njit
@@ -80,6 +80,7 @@ def _prim(sq, parent, child):
             if outside[j] and sq[nxt, j] < best[j]:
                 best[j], link[j] = sq[nxt, j], nxt
 
+
 @_njit
 def _lengths(points, parent, child, lengths):
     """Edge lengths ``|x_parent - x_child|``: float64 sums, rounded to the points' dtype."""
@@ -90,6 +91,7 @@ def _lengths(points, parent, child, lengths):
             diff = float(a[j]) - float(b[j])
             acc += diff * diff
         lengths[e] = math.sqrt(acc)
+
 
 @_njit
 def _radius(lengths, gap, quantile):
@@ -110,6 +112,7 @@ def _radius(lengths, gap, quantile):
     weight, diff = rank - lo, values[hi] - values[lo]
     return weight * diff + values[lo] if weight < 0.5 else (weight - 1.0) * diff + values[hi]
 
+
 @_njit
 def _largest(parent, child, lengths, radius, k):
     """Membership mask ``(k,)`` of the largest component at ``radius`` (ties: the component
@@ -126,6 +129,7 @@ def _largest(parent, child, lengths, radius, k):
         if size[root[i]] > size[chosen]:
             chosen = root[i]
     return root == chosen
+
 
 @_njit
 def _average(points, members, rank_weights, out):

@@ -283,14 +283,13 @@ def ask(state: State, config: Config, sigma: Tensor | float, generator: torch.Ge
         noise = noise.to(pop.device)
     if config.antithetic:
         noise = torch.stack([noise, -noise], dim=1).reshape(p, d)
-    compiled_sigma = _compiled_sigma(sigma, pop) if config.mode == "centre" else None
-    numpy_step = None
-    if compiled_sigma is None and config.mode == "centre":
-        numpy_step = _numpy_step(sigma, state.sigma_scale, pop.dtype, d)
-    if compiled_sigma is not None:
-        children = noise
+    centre_mode = config.mode == "centre"
+    compiled_sigma = _compiled_sigma(sigma, pop) if centre_mode else None
+    numpy_step = _numpy_step(sigma, state.sigma_scale, pop.dtype, d) if centre_mode and compiled_sigma is None else None
+    if compiled_sigma is not None:  # in place, on NumPy views (the same roundings as below)
         centre, consensus = state.centre.numpy(), state.consensus.numpy()
         compiled_kernels().centre_children(noise.numpy(), compiled_sigma, state.sigma_scale, centre, consensus)
+        children = noise
     elif numpy_step is not None and _numpy_ok(pop):
         children = _centre_children_numpy(noise, state, numpy_step)
     else:
