@@ -371,6 +371,25 @@ class _TopologyClock:
                 setattr(module, name, fn)
 
 
+@contextlib.contextmanager
+def _timed_randn() -> Iterator[list[float]]:
+    """Seconds spent in ``torch.randn`` (the noise of ``_core.ask``) while the block runs."""
+    spent, randn = [0.0], torch.randn
+
+    def timed(*args: Any, **kwargs: Any) -> Tensor:
+        t0 = time.perf_counter()
+        try:
+            return randn(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    torch.randn = timed
+    try:
+        yield spent
+    finally:
+        torch.randn = randn
+
+
 def _objective(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Callable[[Tensor], Tensor], str]:
     """``x0``, ``f: (N, D) -> (N,)`` and a name: the MLP for D = 162, else the sphere."""
     if d == MLP_DIM:
@@ -439,7 +458,8 @@ def bench_tdopt_phases(
             _sync(device)
             memory.start()
             t0 = time.perf_counter()
-            cands = _core.ask(state, config, sigma, generator)
+            with _timed_randn() as noise:
+                cands = _core.ask(state, config, sigma, generator)
             _sync(device)
             t1 = time.perf_counter()
             ask_peak = memory.checkpoint()
@@ -454,6 +474,7 @@ def bench_tdopt_phases(
             tell_rest = clock._max(clock.other_peak, memory.checkpoint())
             return {
                 "propose_s": t1 - t0,
+                "noise_s": noise[0],
                 "evaluate_s": t2 - t1,
                 "topology_s": clock.seconds,
                 "update_s": (t3 - t2) - clock.seconds,
@@ -1089,7 +1110,9 @@ def _doc_step_paths(rows: list[dict], threads: int) -> list[str]:
     at64 = [r for r in rows if r["P"] == 64]
     if at64:
         parts = [f"{r['path']} {_fmt_s(_outside(r))} ({100 * r['non_evaluate_fraction']:.0f}%)" for r in at64]
-        lines += ["", f"- Outside the evaluation at P = 64, D = {MLP_DIM}, by path: " + ", ".join(parts) + "."]
+        noise = [f"{r['path']} {_fmt_s(r['noise_s'])}" for r in at64 if r.get("noise_s") is not None]
+        of_which = f"; of which torch's `randn` for the noise: {', '.join(noise)}" if noise else ""
+        lines += ["", f"- Outside the evaluation at P = 64, D = {MLP_DIM}, by path: {', '.join(parts)}{of_which}."]
         parts = [
             f"{r['path']} {_fmt_s(r['optimizer_step_s'])} ({_fmt_s(r['optimizer_outside_s'])} outside the evaluation)"
             for r in at64
