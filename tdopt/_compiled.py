@@ -187,14 +187,14 @@ def select_centre(candidates, losses, fresh, best_loss, reference):
 
 
 @_njit
-def largest_component_average(points, radius, gap, quantile, rank_weights, candidate):
+def largest_component_average(points, radius, gap, quantile, rank_weights):
     """The topology step on loss-sorted ``points (k, D)``, ``k >= 2``: Prim's MST of the centred
     Gram distances, the radius (``radius``, or the rule when NaN: ``gap`` or ``quantile``), the
     largest single-linkage component (ties: the one holding the lowest loss) and its uniform or
     log-rank weighted average.
 
-    Returns ``(average (D,), members, radius)``; the average is NaN when ``candidate`` and the
-    component is a single point; members is :data:`FALLBACK` when a point is not finite.
+    Returns ``(average (D,), members, radius)``; members is :data:`FALLBACK` when a point is not
+    finite.
     """
     k, d = points.shape
     average = np.empty(d, points.dtype)
@@ -210,8 +210,6 @@ def largest_component_average(points, radius, gap, quantile, rank_weights, candi
     in_dtype[0] = r  # lengths are compared with the radius rounded to their dtype, as torch does
     members = _largest(parent, child, lengths, in_dtype[0], k)
     count = _average(points, members, rank_weights, average)
-    if candidate and count < 2:
-        average[:] = np.nan
     return average, count, r
 
 

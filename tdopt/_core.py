@@ -504,40 +504,16 @@ def _tell_centre_numpy(
             selected, selected_losses, config.radius, config.auto_rule, config.auto_quantile
         )
     weights = _cpu_weights(len(members), config.weighting, children.dtype)
-    component = torch.empty((len(members), d), dtype=children.dtype)  # torch memory, as selected[members]
-    np.take(selected.numpy(), members, axis=0, out=component.numpy())
-    average = weights @ component
-    if config.consensus == "candidate":
-        centre, mu_eff = selected[0], 1.0
-        consensus = average if len(members) > 1 else torch.full_like(average, math.nan)
-    else:
-        centre, mu_eff = average, 1.0 / float((weights.double() ** 2).sum())
-        consensus = state.consensus
-
-    if config.step_rule == "success":
-        reference = (incumbent_loss if fresh else state.reference_loss).item()
-        below = int(sorted_np.searchsorted(reference, "left"))  # losses < reference (sorted: no NaN)
-        ties = int(sorted_np.searchsorted(reference, "right")) - below
-        scale = _success_rule(state.sigma_scale, (float(below) + 0.5 * float(ties)) / p, config)
-        path = state.path
-    else:
-        scale, path = _csa(state, centre, sigma, mu_eff, config)
-    return State(
-        population=population,
-        losses=sorted_losses,
-        groups=state.groups,
-        best=best,
-        best_loss=best_loss,
-        sigma_scale=scale,
-        generation=state.generation + 1,
-        evaluations=state.evaluations + evaluations,
-        radius=radius,
-        component_size=len(members) if config.average else 0,
-        centre=centre,
-        path=path,
-        consensus=consensus,
-        reference_loss=sorted_losses[0],
-    )
+    rows = torch.empty((len(members), d), dtype=children.dtype)  # torch memory, as selected[members]
+    np.take(selected.numpy(), members, axis=0, out=rows.numpy())
+    average = weights @ rows
+    reference = (incumbent_loss if fresh else state.reference_loss).item()
+    below = int(sorted_np.searchsorted(reference, "left"))  # losses < reference (sorted: no NaN)
+    ties = int(sorted_np.searchsorted(reference, "right")) - below
+    success = (float(below) + 0.5 * float(ties)) / p
+    component = (average, len(members), radius)
+    incumbent = (best, best_loss)
+    return _centre_state(state, config, population, sorted_losses, incumbent, component, success, sigma, evaluations)
 
 
 def _tell_centre_compiled(
@@ -550,8 +526,6 @@ def _tell_centre_compiled(
     population, sorted_np, best, best_loss, wins = kernels.select_centre(
         candidates.numpy(), values, fresh, state.best_loss.item(), state.reference_loss.item()
     )
-    candidate = config.consensus == "candidate"
-    radius, count = math.nan, 0
     if config.average:
         average, count, radius = kernels.largest_component_average(
             population[: config.popsize // 2],
@@ -559,44 +533,63 @@ def _tell_centre_compiled(
             config.auto_rule == "gap",
             config.auto_quantile,
             config.weighting == "rank",
-            candidate,
         )
         if count == kernels.FALLBACK:
             return None
     population, sorted_losses = torch.from_numpy(population), torch.from_numpy(sorted_np)
-    reference_loss = sorted_losses[0]
     if best.shape[0]:
-        best, best_loss = torch.from_numpy(best), reference_loss
+        best, best_loss = torch.from_numpy(best), sorted_losses[0]
     else:
         best, best_loss = state.best, torch.tensor(best_loss, dtype=torch.float64) if fresh else state.best_loss
-    if not config.average:  # the consensus of a single point
-        average = torch.full_like(population[0], math.nan) if candidate else population[0]
-    else:
-        average = torch.from_numpy(average)
-    if candidate:
-        centre, consensus, mu_eff = population[0], average, 1.0
+    component = (torch.from_numpy(average), count, radius) if config.average else (population[0], 1, math.nan)
+    success, incumbent = wins / config.popsize, (best, best_loss)
+    return _centre_state(state, config, population, sorted_losses, incumbent, component, success, sigma, evaluations)
+
+
+def _centre_state(
+    state: State,
+    config: Config,
+    population: Tensor,
+    sorted_losses: Tensor,
+    incumbent: tuple[Tensor, Tensor],
+    component: tuple[Tensor, int, float],
+    success: float,
+    sigma: Tensor | float,
+    evaluations: int,
+) -> State:
+    """The next ``"centre"``-mode state of the NumPy and compiled tells.
+
+    ``population (P, D)`` and ``sorted_losses (P,)``: the children by loss; ``incumbent``:
+    ``(best (D,), best_loss)``; ``component``: ``(average (D,), members averaged >= 1, radius)``
+    (one member, the best child, without averaging); ``success``: the fraction of children that
+    beat the reference loss (ties half); ``evaluations``: this step's count.
+    """
+    average, members, radius = component
+    if config.consensus == "candidate":
+        centre, mu_eff = population[0], 1.0
+        consensus = average if members > 1 else torch.full_like(average, math.nan)
     else:
         centre, consensus = average, state.consensus
-        mu_eff = 1.0 / float((_cpu_weights(max(count, 1), config.weighting, candidates.dtype).double() ** 2).sum())
+        mu_eff = 1.0 / float((_cpu_weights(members, config.weighting, population.dtype).double() ** 2).sum())
     if config.step_rule == "success":
-        scale, path = _success_rule(state.sigma_scale, wins / config.popsize, config), state.path
+        scale, path = _success_rule(state.sigma_scale, success, config), state.path
     else:
         scale, path = _csa(state, centre, sigma, mu_eff, config)
     return State(
-        population,
-        sorted_losses,
-        state.groups,
-        best,
-        best_loss,
-        scale,
-        state.generation + 1,
-        state.evaluations + evaluations,
-        radius,
-        count,
-        centre,
-        path,
-        consensus,
-        reference_loss,
+        population=population,
+        losses=sorted_losses,
+        groups=state.groups,
+        best=incumbent[0],
+        best_loss=incumbent[1],
+        sigma_scale=scale,
+        generation=state.generation + 1,
+        evaluations=state.evaluations + evaluations,
+        radius=radius,
+        component_size=members if config.average else 0,
+        centre=centre,
+        path=path,
+        consensus=consensus,
+        reference_loss=sorted_losses[0],
     )
 
 

@@ -118,7 +118,7 @@ def test_tell_takes_the_compiled_path_and_falls_back_on_non_finite_points(monkey
     candidates = torch.randn(9, 3)
     candidates[3, 1] = math.inf  # among the selected half: its loss is the lowest
     losses = torch.tensor([5.0, 1, 2, 0.5, 3, 4, 6, 7, 8], dtype=torch.float64)
-    assert kernels.largest_component_average(candidates[[1, 2, 3, 4]].numpy(), math.nan, False, 0.5, False, True)[
+    assert kernels.largest_component_average(candidates[[1, 2, 3, 4]].numpy(), math.nan, False, 0.5, False)[
         1
     ] == (kernels.FALLBACK)
     got = core.tell(state, config, candidates, losses, 1.0)
@@ -171,7 +171,7 @@ def test_topology_kernel_against_scipy(points, quantile, gap):
     cluster at a threshold that keeps the tree edges the kernel keeps, the largest (ties: the one
     holding the lowest index, i.e. the lowest loss); the average is its mean."""
     k = points.shape[0]
-    average, count, radius = _compiled.largest_component_average(points, math.nan, gap, quantile, False, False)
+    average, count, radius = _compiled.largest_component_average(points, math.nan, gap, quantile, False)
     exact = squareform(pdist(points.astype(np.float64)))
     parent, child = np.empty(k - 1, np.int64), np.empty(k - 1, np.int64)
     _compiled._prim(_compiled._squared_distances(points), parent, child)
