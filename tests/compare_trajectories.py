@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import trajectories  # tests/trajectories.py: this script's folder is on sys.path
 from torch import Tensor
 
 GENERATIONS = 150
@@ -123,13 +124,8 @@ def run(spec: dict, generations: int = GENERATIONS) -> tuple[list[str], object]:
     else:
         x0 = torch.linspace(-1.0, 1.0, spec["d"], dtype=spec["dtype"]) * spec["x0"]
         f = OBJECTIVES[spec["objective"]]
-    sigma = spec["sigma"]
-    generator = torch.Generator().manual_seed(0)
-    state = _core.init(x0, config)
-    digests = []
-    for _ in range(generations):
-        candidates = _core.ask(state, config, sigma, generator)
-        state = _core.tell(state, config, candidates, f(candidates), sigma)
+    state, digests = None, []
+    for *_, state in trajectories.generations(f, x0, spec["sigma"], config, generations):
         digests.append(_digest(state))
     return digests, state
 

@@ -11,6 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
+from trajectories import bits as _bits
+from trajectories import generations
 
 from tdopt import _core as core
 from tdopt import topology
@@ -43,16 +45,9 @@ CONFIGS = [
 ]
 
 
-def _states(f, x0, sigma, config, generations):
+def _states(f, x0, sigma, config, count):
     """(state, candidates, losses) of every generation of a NumPy-path run."""
-    generator = torch.Generator().manual_seed(0)
-    state, out = core.init(x0, config), []
-    for _ in range(generations):
-        candidates = core.ask(state, config, sigma, generator)
-        losses = f(candidates)
-        out.append((state, candidates, losses))
-        state = core.tell(state, config, candidates, losses, sigma)
-    return out
+    return [step[:3] for step in generations(f, x0, sigma, config, count)]
 
 
 def _close(a, b, dtype):
@@ -89,12 +84,6 @@ def test_compiled_tell_equals_the_numpy_tell_from_the_same_state(monkeypatch, kw
                 assert _close(a, b, dtype), name
         components += got.component_size > 1
     assert components > 0 or not config.average  # the topology did something
-
-
-def _bits(value):
-    if isinstance(value, torch.Tensor):
-        return (value.dtype, tuple(value.shape), value.detach().reshape(-1).contiguous().view(torch.uint8).tolist())
-    return "nan" if isinstance(value, float) and math.isnan(value) else value
 
 
 def _calls(monkeypatch, kernel: str) -> list[int]:

@@ -10,6 +10,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trajectories import bits as _bits
+from trajectories import generations
 
 from tdopt import _core as core
 from tdopt import topology
@@ -21,23 +23,8 @@ def numpy_path(monkeypatch):
     monkeypatch.setattr(core, "COMPILED", False)
 
 
-def _bits(value):
-    if isinstance(value, torch.Tensor):
-        return (value.dtype, tuple(value.shape), value.detach().reshape(-1).contiguous().view(torch.uint8).tolist())
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return value
-
-
-def _trajectory(f, x0, sigma, config, generations):
-    generator = torch.Generator().manual_seed(0)
-    state = core.init(x0, config)
-    states = []
-    for _ in range(generations):
-        candidates = core.ask(state, config, sigma, generator)
-        state = core.tell(state, config, candidates, f(candidates), sigma)
-        states.append([_bits(v) for v in state])
-    return states
+def _trajectory(f, x0, sigma, config, count):
+    return [[_bits(v) for v in following] for *_, following in generations(f, x0, sigma, config, count)]
 
 
 def _spiky(x: torch.Tensor) -> torch.Tensor:

@@ -445,19 +445,25 @@ def test_topology_on_cuda_matches_cpu(dtype):
     assert torch.equal(labels.cpu(), topology.components(pts, radius, cpu))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_batched_population_loss_on_cuda():
-    x, y, _ = _data(torch.float32, n=300)
-    model = nn.Sequential(nn.Linear(3, 10), nn.ReLU(), nn.Linear(10, 4))
-    layout, rows = _population(model)
-    reference = _reference(model, layout, rows, F.cross_entropy, x, y)
+def _batched_on_cuda(model: nn.Module, rows: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the population ``rows`` with ``model`` moved to CUDA, by PopulationLoss's
+    batched path (asserted), back on the CPU."""
     model.cuda()
     layout = _Layout(list(model.parameters()))
     loss = tdopt.PopulationLoss(model, F.cross_entropy, x.cuda(), y.cuda())
     with torch.no_grad():
         got = loss.evaluate(layout.unflatten_batch(rows.cuda()))
     assert loss.last_method == "batched"
-    torch.testing.assert_close(got.cpu(), reference, rtol=1e-4, atol=1e-5)
+    return got.cpu()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batched_population_loss_on_cuda():
+    x, y, _ = _data(torch.float32, n=300)
+    model = nn.Sequential(nn.Linear(3, 10), nn.ReLU(), nn.Linear(10, 4))
+    layout, rows = _population(model)
+    reference = _reference(model, layout, rows, F.cross_entropy, x, y)
+    torch.testing.assert_close(_batched_on_cuda(model, rows, x, y), reference, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -467,13 +473,7 @@ def test_two_class_batched_loss_on_cuda():
     layout, rows = _population(model)
     rows[0] *= 300.0  # huge logits: the stable form (always used off the CPU)
     reference = _reference(model, layout, rows, F.cross_entropy, x, y)
-    model.cuda()
-    layout = _Layout(list(model.parameters()))
-    loss = tdopt.PopulationLoss(model, F.cross_entropy, x.cuda(), y.cuda())
-    with torch.no_grad():
-        got = loss.evaluate(layout.unflatten_batch(rows.cuda()))
-    assert loss.last_method == "batched"
-    torch.testing.assert_close(got.cpu(), reference, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_batched_on_cuda(model, rows, x, y), reference, rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------- the speed benchmark
