@@ -410,6 +410,16 @@ def _objective(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor
     return torch.zeros(d, dtype=dtype, device=device), sphere, "sphere sum(x^2)"
 
 
+def _samples(run: Callable[[], Any], min_reps: int, max_reps: int, min_seconds: float) -> list[Any]:
+    """``run()``'s results, called at least ``min_reps`` times and until ``min_seconds`` have passed,
+    at most ``max_reps`` times."""
+    samples: list[Any] = []
+    t0 = time.perf_counter()
+    while len(samples) < max_reps and (len(samples) < min_reps or time.perf_counter() - t0 < min_seconds):
+        samples.append(run())
+    return samples
+
+
 def _repeat(
     run: Callable[[], dict[str, float | int | None]],
     memory: PeakMemory,
@@ -419,11 +429,8 @@ def _repeat(
 ):
     """Timed generations (memory measurement off) until enough repeats, median of each time;
     then one more generation with the memory measurement on, for the ``*_bytes`` fields."""
-    samples: list[dict] = []
     memory.enabled = False
-    t0 = time.perf_counter()
-    while len(samples) < max_reps and (len(samples) < min_reps or time.perf_counter() - t0 < min_seconds):
-        samples.append(run())
+    samples = _samples(run, min_reps, max_reps, min_seconds)
     memory.enabled = True
     with_memory = run()
     out: dict[str, Any] = {"repeats": len(samples)}
@@ -569,15 +576,15 @@ def bench_optimizer_step(device: torch.device, p: int, reps: tuple[int, int, flo
     opt = TDOpt(model.parameters(), popsize=p, seed=0)
     for _ in range(10):  # past the first step (which also measures the initial point)
         opt.step(loss)
-    min_reps, max_reps, min_seconds = reps
-    steps: list[float] = []
-    evaluations.clear()
-    t_start = time.perf_counter()
-    while len(steps) < max_reps and (len(steps) < min_reps or time.perf_counter() - t_start < min_seconds):
+
+    def timed_step() -> float:
         t0 = time.perf_counter()
         opt.step(loss)
         _sync(device)
-        steps.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    evaluations.clear()
+    steps = _samples(timed_step, *reps)
     step, inside = statistics.median(steps), statistics.median(evaluations)
     return {"optimizer_step_s": step, "optimizer_evaluate_s": inside, "optimizer_outside_s": step - inside}
 
