@@ -1,20 +1,23 @@
 """tdopt: derivative-free, population-based training of PyTorch models.
 
-``TDOpt`` is a ``torch.optim.Optimizer`` running a largest-component consensus
-evolution strategy; :mod:`tdopt.topology` holds the single-linkage / H0 persistence
-functions; :mod:`tdopt._core` the pure ask/tell algorithm.
+:class:`TDOpt` is a ``torch.optim`` optimizer running a largest-component consensus evolution
+strategy; :mod:`tdopt.es` holds the pure ask/tell algorithm, :mod:`tdopt.topology` the
+single-linkage functions, :class:`PopulationLoss` the batched population evaluation and
+:mod:`tdopt.tune` (``tdopt[tune]``) radius tuning with Optuna.
 """
 
-from . import topology
-from ._core import Config, State, ask, init, minimize, tell
-from .functional import PopulationLoss
+from . import es, topology
 from .optim import TDOpt
+from .population import PopulationLoss
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# Bumped whenever a seed's trajectory changes (benchmark results are keyed on it).
+ALGORITHM_VERSION = 3
 
 
 def __getattr__(name: str):
-    """``tdopt.tune`` is imported lazily: Optuna is an optional dependency (``tdopt[tune]``)."""
+    """``tdopt.tune`` is imported lazily: Optuna is an optional dependency."""
     if name == "tune":
         import importlib
 
@@ -22,15 +25,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "TDOpt",
-    "PopulationLoss",
-    "Config",
-    "State",
-    "init",
-    "ask",
-    "tell",
-    "minimize",
-    "topology",
-    "__version__",
-]
+__all__ = ["TDOpt", "PopulationLoss", "es", "topology", "ALGORITHM_VERSION", "__version__"]

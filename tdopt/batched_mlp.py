@@ -22,7 +22,8 @@ is evaluated for ``N`` weight settings at once without ``vmap``:
   ``softplus(+-(o_1 - o_0))`` (four elementwise passes instead of the general log-sum-exp).
 
 :func:`build_plan` returns ``(None, reason)`` for anything else, and the caller falls
-back to ``vmap`` over ``functional_call``.
+back to ``vmap`` over ``functional_call``; the caller also checks a new plan against
+``model(x)`` once before trusting it.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules import module as _module_mod
 
-__all__ = ["Plan", "Tensors", "build_plan", "loss_kind", "named_tensors", "signature"]
+__all__ = ["Plan", "build_plan", "loss_kind", "signature"]
 
 # Elementwise activations: type -> in-place function (None: out-of-place module call).
 _ELEMENTWISE: dict[type, Callable[[nn.Module, Tensor], Tensor] | None] = {
@@ -81,66 +80,25 @@ def _has_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
-def _global_hooks() -> bool:
-    return bool(
-        getattr(_module_mod, "_global_forward_hooks", None) or getattr(_module_mod, "_global_forward_pre_hooks", None)
-    )
-
-
-class Tensors(NamedTuple):
-    """``model.modules()``, ``model.named_parameters()`` and ``model.named_buffers()`` as lists."""
-
-    modules: list[nn.Module]
-    parameters: list[tuple[str, Tensor]]
-    buffers: list[tuple[str, Tensor]]
-
-
-def named_tensors(model: nn.Module) -> Tensors:
-    """The modules, parameters and buffers of ``model`` in one walk over its children, in the
-    order and with the names (duplicates removed) of ``nn.Module``'s generators, which cost
-    about ten times as much on a small model."""
-    modules: list[tuple[str, nn.Module]] = []
-    seen: set[int] = set()
-
-    def visit(prefix: str, module: nn.Module) -> None:
-        seen.add(id(module))
-        modules.append((prefix, module))
-        for name, child in module._modules.items():
-            if child is not None and id(child) not in seen:
-                visit(f"{prefix}.{name}" if prefix else name, child)
-
-    visit("", model)
-    members: tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]]] = ([], [])
-    for out, attribute in zip(members, ("_parameters", "_buffers"), strict=True):
-        known: set[int] = set()
-        for prefix, module in modules:
-            for name, tensor in getattr(module, attribute).items():
-                if tensor is not None and id(tensor) not in known:
-                    known.add(id(tensor))
-                    out.append((f"{prefix}.{name}" if prefix else name, tensor))
-    return Tensors([m for _, m in modules], *members)
-
-
-def signature(model: nn.Module, x: Tensor, tensors: Tensors | None = None) -> tuple:
-    """What a plan depends on: module identities, training flags, hooks, input layout
-    (``tensors``: :func:`named_tensors` of ``model``, when already at hand)."""
-    tensors = named_tensors(model) if tensors is None else tensors
-    mods = tuple((id(m), type(m), m.training, _has_hooks(m)) for m in tensors.modules)
-    params = tuple((id(p), p.dtype, p.shape) for _, p in tensors.parameters)
+def signature(model: nn.Module, x: Tensor) -> tuple:
+    """What a plan depends on: module identities, training flags, hooks, parameters, input layout."""
+    mods = tuple((id(m), type(m), m.training, _has_hooks(m)) for m in model.modules())
+    params = tuple((id(p), p.dtype, p.shape) for p in model.parameters())
     return mods, params, x.dim(), tuple(x.shape[1:]), x.dtype, x.device
 
 
-def _flatten(module: nn.Module, prefix: str, out: list[tuple[str, nn.Module]]) -> str | None:
-    """Leaves of nested ``nn.Sequential`` in order; a reason string when not supported."""
+def _flatten(module: nn.Module, names: dict[int, str], out: list[tuple[str, nn.Module]]) -> str | None:
+    """Leaves of nested ``nn.Sequential`` in call order, a module used twice listed twice under
+    its first name (the name its parameters have); a reason string when not supported."""
     if type(module) is nn.Sequential:
         if _has_hooks(module):
             return "a Sequential has forward hooks"
-        for name, child in module.named_children():
-            reason = _flatten(child, f"{prefix}{name}.", out)
+        for child in module:  # iteration keeps repeated modules, named_children() drops them
+            reason = _flatten(child, names, out)
             if reason:
                 return reason
         return None
-    out.append((prefix, module))
+    out.append((names[id(module)], module))
     return None
 
 
@@ -471,27 +429,27 @@ def build_plan(model: nn.Module, inputs: tuple[object, ...]) -> tuple[Plan | Non
     """A :class:`Plan` for ``model`` on ``inputs``, or ``(None, reason)`` when unsupported."""
     if type(model) is not nn.Sequential:
         return None, f"{type(model).__name__} is not an nn.Sequential"
-    if _global_hooks():
-        return None, "global module forward hooks are registered"
     if len(inputs) != 1 or not isinstance(inputs[0], Tensor) or inputs[0].dim() != 2:
         return None, "the fast path needs exactly one 2-D input tensor (n, in)"
     x = inputs[0]
+    if not x.is_floating_point():
+        return None, "the input is not floating point"
     leaves: list[tuple[str, nn.Module]] = []
-    reason = _flatten(model, "", leaves)
+    names = {id(m): name for name, m in model.named_modules()}
+    reason = _flatten(model, names, leaves)
     if reason:
         return None, reason
     steps: list[_Linear | _Act] = []
     features = x.shape[1]
-    for prefix, module in leaves:
-        kind, name = type(module), prefix[:-1]
+    for name, module in leaves:
+        kind, prefix = type(module), f"{name}." if name else ""
         if _has_hooks(module):
             return None, f"module {name!r} has forward hooks"
         if kind is nn.Linear:
             if module.in_features != features:
                 return None, f"Linear {name!r} expects {module.in_features} features, gets {features}"
-            for p in module.parameters(recurse=False):
-                if p.dtype != x.dtype or p.device != x.device:
-                    return None, f"Linear {name!r}: parameters and input differ in dtype or device"
+            if any(p.dtype != x.dtype or p.device != x.device for p in module.parameters()):
+                return None, f"Linear {name!r}: parameters and input differ in dtype or device"
             bias = prefix + "bias" if module.bias is not None else None
             steps.append(_Linear(prefix + "weight", bias, module.out_features))
             features = module.out_features
@@ -506,6 +464,4 @@ def build_plan(model: nn.Module, inputs: tuple[object, ...]) -> tuple[Plan | Non
             return None, f"module {name!r} ({kind.__name__}) is neither Linear nor an elementwise activation"
     if not any(isinstance(s, _Linear) for s in steps):
         return None, "the Sequential has no Linear layer"
-    if not x.is_floating_point():
-        return None, "the input is not floating point"
     return Plan(steps, features), ""
