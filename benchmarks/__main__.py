@@ -184,7 +184,7 @@ def selection(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "configs": args.config,
         "caps": not args.no_caps,
         "preset": "custom" if custom else ("full" if args.full else "quick"),
-        "published": None if custom else str(preset["published"]),
+        "published": None if custom else preset["published"].relative_to(ROOT).as_posix(),
         "out": args.out if args.out is not None else preset["out"],
         "command": ("python -m benchmarks " + shlex.join(argv)).strip(),
     }
@@ -240,10 +240,8 @@ def _report(out: Path, plan: list[dict[str, Any]], published: str | None) -> Non
         print(f"computing the reference figures ({_rel(REFERENCES_PATH)})", file=sys.stderr)
         references.main([])
     written = write_report(out)
-    pub = Path(published) if published else None
-    if pub is not None and pub.resolve() == out.resolve():
-        pub = None  # publishing: nothing to compare with
-    print(compare_tables(out, plan, pub))
+    pub = published if published and (ROOT / published).resolve() != out.resolve() else None
+    print(compare_tables(out, plan, pub, root=ROOT))  # when publishing there is nothing to compare with
     print(f"wrote {', '.join(_rel(p) for p in written)}", file=sys.stderr)
 
 

@@ -51,8 +51,10 @@ def _cells(records: list[dict[str, Any]], budget: int) -> list[str]:
     return [acc, target, wall]
 
 
-def compare_tables(out: str | Path, plan: list[dict[str, Any]], published: str | Path | None) -> str:
-    """Markdown: one table per task, this run's columns next to the published run's."""
+def compare_tables(
+    out: str | Path, plan: list[dict[str, Any]], published: str | Path | None, root: Path = Path()
+) -> str:
+    """Markdown: one table per task, this run's columns next to those of ``root / published``."""
     mine = ResultStore(Path(out) / RESULTS_FILE).load()
     wanted = {run_key(r["task"], r["optimizer"], r["seed"], r["budget"], r["config_hash"]) for r in plan}
     by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -60,8 +62,8 @@ def compare_tables(out: str | Path, plan: list[dict[str, Any]], published: str |
         if record_key(r) in wanted:
             by_pair.setdefault((r["task"], r["optimizer"]), []).append(r)
     pub_groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    if published is not None and (Path(published) / RESULTS_FILE).exists():
-        pub_groups, _ = select_groups(ResultStore(Path(published) / RESULTS_FILE).load())
+    if published is not None and (root / published / RESULTS_FILE).exists():
+        pub_groups, _ = select_groups(ResultStore(root / published / RESULTS_FILE).load())
     source = f"published: `{published}`" if pub_groups else "no published results to compare with"
     sections = []
     for task in dict.fromkeys(r["task"] for r in plan):
