@@ -184,7 +184,7 @@ def selection(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "configs": args.config,
         "caps": not args.no_caps,
         "preset": "custom" if custom else ("full" if args.full else "quick"),
-        "published": None if custom else preset["published"].relative_to(ROOT).as_posix(),
+        "published": None if custom else _root_rel(preset["published"]),
         "out": args.out if args.out is not None else preset["out"],
         "command": ("python -m benchmarks " + shlex.join(argv)).strip(),
     }
@@ -261,6 +261,14 @@ def report_main(argv: list[str]) -> int:
     for path in write_report(args.out, references=args.references, plots=not args.no_plots):
         print(path)
     return 0
+
+
+def _root_rel(path: Path) -> str:
+    """``path`` relative to the repository when inside it (RUN.json stays valid in another clone)."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _rel(path: Path | str) -> str:

@@ -268,7 +268,7 @@ def render(result: dict[str, Any], source: str) -> str:
         ],
     )
     peer_rows = [
-        [r["peer"], r.get("model", ""), f"{r['D']:,}" if "D" in r else "", str(r.get("P", ""))]
+        [r["peer"], r.get("model", ""), f"{r['D']:,}" if "D" in r else "", str(r.get("P", "—"))]
         + ([f"skipped: {r['skipped']}"] if "skipped" in r else [_s(r["generation"])])
         for r in result["peers"]
     ]
