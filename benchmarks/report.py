@@ -403,30 +403,8 @@ def _results_md(out, records, groups, notes, sections, refs, run_info, summary) 
         "torch and BLAS limited to 1 thread; CPU s: the CPU time of the same span (the run is "
         "single-threaded), less sensitive to other load on a shared machine.",
         "",
-        "## Machine",
-        "",
-        "| CPU | logical CPUs | threads per run | torch | python | runs |",
-        "|---|---|---|---|---|---|",
     ]
-    machines: dict[str, int] = defaultdict(int)
-    for recs in groups.values():
-        for r in recs:
-            machines[json.dumps(r.get("machine", {}), sort_keys=True)] += 1
-    for m, n in machines.items():
-        d = json.loads(m)
-        lines.append(
-            f"| {d.get('cpu', '?')} | {d.get('logical_cpus', '?')} | {d.get('torch_threads', '?')} | "
-            f"{d.get('torch', '?')} | {d.get('python', '?')} | {n} |"
-        )
-    lines += ["", "## Optimizers and hyperparameters", "", "| optimizer | description | options |", "|---|---|---|"]
-    options: dict[str, set[str]] = defaultdict(set)
-    for (_, opt), recs in groups.items():
-        for r in recs:
-            options[opt].add(json.dumps(r.get("options", {}), sort_keys=True))
-    methods = method_names()
-    for opt in sorted(options, key=lambda o: methods.index(o) if o in methods else len(methods)):
-        for o in sorted(options[opt]):
-            lines.append(f"| `{opt}` | {METHODS[opt].description if opt in METHODS else ''} | `{o}` |")
+    lines += _machine_lines(groups) + _options_lines(groups)
     lines.append("")
     lines += sections
     if refs:
@@ -443,6 +421,39 @@ def _results_md(out, records, groups, notes, sections, refs, run_info, summary) 
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def _machine_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    lines = [
+        "## Machine",
+        "",
+        "| CPU | logical CPUs | threads per run | torch | python | runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    machines: dict[str, int] = defaultdict(int)
+    for recs in groups.values():
+        for r in recs:
+            machines[json.dumps(r.get("machine", {}), sort_keys=True)] += 1
+    for m, n in machines.items():
+        d = json.loads(m)
+        lines.append(
+            f"| {d.get('cpu', '?')} | {d.get('logical_cpus', '?')} | {d.get('torch_threads', '?')} | "
+            f"{d.get('torch', '?')} | {d.get('python', '?')} | {n} |"
+        )
+    return lines
+
+
+def _options_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    lines = ["", "## Optimizers and hyperparameters", "", "| optimizer | description | options |", "|---|---|---|"]
+    options: dict[str, set[str]] = defaultdict(set)
+    for (_, opt), recs in groups.items():
+        for r in recs:
+            options[opt].add(json.dumps(r.get("options", {}), sort_keys=True))
+    methods = method_names()
+    for opt in sorted(options, key=lambda o: methods.index(o) if o in methods else len(methods)):
+        for o in sorted(options[opt]):
+            lines.append(f"| `{opt}` | {METHODS[opt].description if opt in METHODS else ''} | `{o}` |")
+    return lines
 
 
 def _rel(path: Path) -> str:
