@@ -4,6 +4,12 @@ Subcommands: ``report --out DIR`` (tables, plots, RESULTS.md from DIR/results.js
 ``references`` (reference figures), ``tune ...`` (``benchmarks.tune``), ``speed ...``
 (``benchmarks.speed``). Without a subcommand (or with ``run``) it runs the benchmark:
 see ``python -m benchmarks --help``.
+
+``make bench`` = ``python -m benchmarks``: the quick preset into ``runs/quick`` (untracked).
+Every run is keyed (see :mod:`benchmarks.runner`), and runs already in the output directory are
+skipped, so the command is idempotent: after an interruption the same command (or
+``--resume runs/quick``) continues, a finished directory only re-prints its tables, and
+``--fresh`` starts over. ``--out benchmarks/results/quick`` publishes.
 """
 
 from __future__ import annotations
@@ -15,20 +21,27 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from .optimizers import OPTIMIZER_NAMES
-from .tasks import TASK_NAMES
+from .optimizers import OPTIMIZER_NAMES, method_names
+from .runner import RESULTS_FILE, load_plugins, plan_runs, run_many
+from .tasks import task_names
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).parent / "results"
+RUNS_DIR = ROOT / "runs"  # untracked (.gitignore): where a plain `make bench` writes
 
-# The default ("quick") run: a few minutes on 2 CPU cores. sgd-mb is left out (adam-mb is
-# the minibatch representative): each minibatch run takes 10-20 s at 2000 evaluations.
+# The default ("quick") run: a few minutes on 2 CPU cores; it writes into runs/quick and compares
+# its table with the published one (benchmarks/results/quick, made with --out). The minibatch
+# methods are left out: a minibatch run's evaluations are epochs, and at this budget they take most
+# of the preset's time; the --full preset runs them.
 QUICK = {
     "tasks": ["two-moons", "sum-mod-tiny"],
-    "optimizers": [o for o in OPTIMIZER_NAMES if o != "sgd-mb"],
+    "optimizers": [o for o in OPTIMIZER_NAMES if o not in ("sgd-mb", "adam-mb", "tdopt-tuned")],
     "seeds": 3,
     "budget": 2000,
-    "out": RESULTS_DIR / "quick",
+    "out": RUNS_DIR / "quick",
+    "published": RESULTS_DIR / "quick",
 }
 # The published tables (--full): every task and optimizer, 5 seeds, budget 20000
 # (with the per-combination caps of benchmarks.optimizers.BUDGET_CAPS).
@@ -37,10 +50,14 @@ FULL = {
     "optimizers": list(OPTIMIZER_NAMES),
     "seeds": 5,
     "budget": 20000,
-    "out": RESULTS_DIR / "full",
+    "out": RUNS_DIR / "full",
+    "published": RESULTS_DIR / "full",
 }
 
 SUBCOMMANDS = ("run", "report", "references", "tune", "speed")
+RUN_FILE = "RUN.json"
+# The selection a results directory's RUN.json records, so that --resume can re-plan it.
+SELECTION = ("tasks", "optimizers", "seeds", "budget", "configs", "caps", "preset", "published")
 
 
 def _names(value: str, known: tuple[str, ...], what: str) -> list[str]:
@@ -71,7 +88,9 @@ def run_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description=(
             "Benchmark tdopt against gradient and derivative-free optimizers. Results are appended to "
-            "OUT/results.jsonl as each run finishes (rerun to resume); tables, plots and RESULTS.md go to OUT. "
+            "OUT/results.jsonl as each run finishes; runs already there (same task, optimizer, options, "
+            "version, seed, budget) are skipped, so rerunning a command resumes it. Tables, plots and "
+            "RESULTS.md go to OUT; the tables are printed next to the published ones. "
             "Subcommands: report --out DIR | references | tune ... | speed ..."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -79,27 +98,39 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full",
         action="store_true",
-        help="preset for the published tables (all tasks and optimizers, "
-        f"{FULL['seeds']} seeds, budget {FULL['budget']}, out {FULL['out']})",
+        help=f"preset for the published tables (all tasks and optimizers, {FULL['seeds']} seeds, "
+        f"budget {FULL['budget']}, out {_rel(FULL['out'])})",
     )
     p.add_argument(
         "--tasks",
-        help=f"comma-separated or 'all' (quick default: {','.join(QUICK['tasks'])}); known: {','.join(TASK_NAMES)}",
+        help=f"comma-separated or 'all' (quick default: {','.join(QUICK['tasks'])}); known: {','.join(task_names())}",
     )
     p.add_argument(
         "--optimizers",
         help=f"comma-separated or 'all' (quick default: {','.join(QUICK['optimizers'])}); "
-        f"known: {','.join(OPTIMIZER_NAMES)}",
+        f"known: {','.join(method_names())}",
     )
     p.add_argument("--seeds", help=f"a count N (seeds 0..N-1) or a list a,b,c (quick default: {QUICK['seeds']})")
     p.add_argument("--budget", type=int, help=f"loss evaluations per run (quick default: {QUICK['budget']})")
-    p.add_argument("--out", type=Path, help=f"output directory (quick default: {QUICK['out']})")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"output directory (default: {_rel(QUICK['out'])}, or {_rel(FULL['out'])} with --full; "
+        f"publish with --out {_rel(QUICK['published'])})",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the run recorded in DIR/RUN.json (same selection; finished runs are skipped)",
+    )
+    p.add_argument("--fresh", action="store_true", help="discard OUT/results.jsonl first (start over)")
     p.add_argument(
         "--config",
         action="append",
         default=[],
         metavar="JSON",
-        help="tuned TDOpt config (benchmarks tune / tdopt.tune.write_config) for the tdopt-tuned row; "
+        help="tuned TDOpt config (benchmarks tune) for the tdopt-tuned row; "
         "repeatable; a config with a 'task' applies to that task only",
     )
     p.add_argument("--no-caps", action="store_true", help="ignore the per-combination budget caps (BUDGET_CAPS)")
@@ -109,25 +140,34 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def load_tuned(paths: list[str]) -> dict[str | None, dict]:
-    from tdopt.tune import load_config
-
+    """Tuned configs: JSON objects with TDOpt ``options`` and optionally the ``task`` they apply to."""
     tuned: dict[str | None, dict] = {}
     for path in paths:
-        config = load_config(path)
+        config = json.loads(Path(path).read_text())
+        if not isinstance(config, dict) or not isinstance(config.get("options"), dict):
+            raise SystemExit(f"{path}: not a tuned config (needs an 'options' object of TDOpt keyword arguments)")
         task = config.get("task")
-        if task is not None and task not in TASK_NAMES:
+        if task is not None and task not in task_names():
             raise SystemExit(f"{path}: unknown task {task!r}")
         tuned[task] = dict(config["options"])
     return tuned
 
 
-def run_main(argv: list[str]) -> int:
-    args = run_parser().parse_args(argv)
+def selection(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """What to run, from the command line or (``--resume``) from the directory's RUN.json."""
+    if args.resume is not None:
+        if any((args.full, args.tasks, args.optimizers, args.seeds, args.budget, args.out, args.config)):
+            run_parser().error("--resume DIR takes the selection from DIR/RUN.json: give no other selection")
+        path = args.resume / RUN_FILE
+        if not path.exists():
+            run_parser().error(f"--resume: no {path} (not a results directory of python -m benchmarks)")
+        recorded = json.loads(path.read_text())
+        return {k: recorded.get(k) for k in SELECTION} | {"out": args.resume, "command": recorded.get("command")}
     preset = FULL if args.full else QUICK
     try:
-        tasks = _names(args.tasks, TASK_NAMES, "task") if args.tasks else list(preset["tasks"])
+        tasks = _names(args.tasks, task_names(), "task") if args.tasks else list(preset["tasks"])
         optimizers = (
-            _names(args.optimizers, OPTIMIZER_NAMES, "optimizer") if args.optimizers else list(preset["optimizers"])
+            _names(args.optimizers, method_names(), "optimizer") if args.optimizers else list(preset["optimizers"])
         )
         seeds = _seeds(args.seeds) if args.seeds else list(range(preset["seeds"]))
     except argparse.ArgumentTypeError as exc:
@@ -135,42 +175,40 @@ def run_main(argv: list[str]) -> int:
     budget = args.budget if args.budget is not None else preset["budget"]
     if budget < 1:
         run_parser().error("--budget must be >= 1")
-    out = args.out if args.out is not None else preset["out"]
-    tuned = load_tuned(args.config)
+    custom = any((args.tasks, args.optimizers, args.seeds, args.budget))
+    return {
+        "tasks": tasks,
+        "optimizers": optimizers,
+        "seeds": seeds,
+        "budget": budget,
+        "configs": args.config,
+        "caps": not args.no_caps,
+        "preset": "custom" if custom else ("full" if args.full else "quick"),
+        "published": None if custom else _root_rel(preset["published"]),
+        "out": args.out if args.out is not None else preset["out"],
+        "command": ("python -m benchmarks " + shlex.join(argv)).strip(),
+    }
 
-    from .report import REFERENCES_PATH, write_report
-    from .runner import plan_runs, run_many
 
-    plan, notes = plan_runs(tasks, optimizers, seeds, budget, tuned=tuned, caps=not args.no_caps)
+def run_main(argv: list[str]) -> int:
+    load_plugins()
+    args = run_parser().parse_args(argv)
+    sel = selection(args, argv)
+    out = Path(sel["out"])
+    if args.fresh and (out / RESULTS_FILE).exists():
+        (out / RESULTS_FILE).unlink()
+    plan, notes = plan_runs(
+        sel["tasks"], sel["optimizers"], sel["seeds"], sel["budget"], tuned=load_tuned(sel["configs"]), caps=sel["caps"]
+    )
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    preset_name = (
-        "full"
-        if args.full
-        else ("quick" if not any((args.tasks, args.optimizers, args.seeds, args.budget)) else "custom")
-    )
-    command = "python -m benchmarks " + shlex.join(argv) if argv else "python -m benchmarks"
-    (out / "RUN.json").write_text(
-        json.dumps(
-            {
-                "command": command.strip(),
-                "preset": preset_name,
-                "tasks": tasks,
-                "optimizers": optimizers,
-                "seeds": seeds,
-                "budget": budget,
-                "configs": args.config,
-                "notes": notes,
-                "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record = {k: sel[k] for k in SELECTION} | {"command": sel["command"], "notes": notes, "started_at": started}
+    (out / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
     print(
-        f"{len(plan)} runs planned ({len(tasks)} tasks, {len(optimizers)} optimizers, {len(seeds)} seeds, "
-        f"budget {budget}) -> {out}/results.jsonl",
+        f"{len(plan)} runs planned ({len(sel['tasks'])} tasks, {len(sel['optimizers'])} optimizers, "
+        f"{len(sel['seeds'])} seeds, budget {sel['budget']}) -> {_rel(out)}/{RESULTS_FILE}",
         file=sys.stderr,
     )
     start = time.perf_counter()
@@ -178,25 +216,33 @@ def run_main(argv: list[str]) -> int:
         ran, skipped = run_many(plan, out, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: finished runs are saved in {out}/results.jsonl; rerun the same command to resume",
+            f"\ninterrupted: finished runs are saved; continue with: python -m benchmarks --resume {_rel(out)}",
             file=sys.stderr,
         )
         return 130
     print(
-        f"{ran} runs done, {skipped} already finished (skipped), {time.perf_counter() - start:.0f} s", file=sys.stderr
+        f"{ran} runs done, {skipped} already in {_rel(out)} (skipped), {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
     )
+    if not args.no_report:
+        _report(out, plan, sel.get("published"))
+    return 0
+
+
+def _report(out: Path, plan: list[dict[str, Any]], published: str | None) -> None:
+    """Write the report of ``out`` and print each task's table next to the published one."""
+    from .compare import compare_tables
+    from .report import REFERENCES_PATH, write_report
+
     if not REFERENCES_PATH.exists():
         from . import references
 
-        print(f"computing the reference figures ({REFERENCES_PATH})", file=sys.stderr)
+        print(f"computing the reference figures ({_rel(REFERENCES_PATH)})", file=sys.stderr)
         references.main([])
-    if not args.no_report:
-        written = write_report(out)
-        for path in written:
-            if path.name.startswith("table-"):
-                print(path.read_text())
-        print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
-    return 0
+    written = write_report(out)
+    pub = published if published and (ROOT / published).resolve() != out.resolve() else None
+    print(compare_tables(out, plan, pub, root=ROOT))  # when publishing there is nothing to compare with
+    print(f"wrote {', '.join(_rel(p) for p in written)}", file=sys.stderr)
 
 
 def report_main(argv: list[str]) -> int:
@@ -206,15 +252,32 @@ def report_main(argv: list[str]) -> int:
         prog="python -m benchmarks report",
         description="Regenerate tables, plots and RESULTS.md from OUT/results.jsonl.",
     )
-    p.add_argument("--out", type=Path, default=QUICK["out"], help="results directory")
+    p.add_argument("--out", type=Path, default=QUICK["published"], help="results directory")
     p.add_argument("--references", type=Path, default=REFERENCES_PATH, help="reference figures JSON")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
-    if not (args.out / "results.jsonl").exists():
-        p.error(f"no results in {args.out} (expected {args.out / 'results.jsonl'})")
+    if not (args.out / RESULTS_FILE).exists():
+        p.error(f"no results in {args.out} (expected {args.out / RESULTS_FILE})")
     for path in write_report(args.out, references=args.references, plots=not args.no_plots):
         print(path)
     return 0
+
+
+def _root_rel(path: Path) -> str:
+    """``path`` relative to the repository when inside it (RUN.json stays valid in another clone)."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _rel(path: Path | str) -> str:
+    """``path`` relative to the working directory when inside it (shorter messages)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

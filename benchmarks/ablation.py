@@ -14,6 +14,7 @@ summarised in ``OUT/ABLATION.md``. One evaluation = one forward pass over the tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
@@ -27,6 +28,8 @@ import torch
 
 import tdopt
 
+from .adapters import tdopt_overrides
+from .optimizers import tdopt_options
 from .tasks import NOISE_SCALES, Task, get_task
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -36,11 +39,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "absolute step sizes (lr 0.3), no averaging": {"scale_parameter": False, "lr": 0.3, "average": False},
     "step rule: CSA": {"step_rule": "csa"},
     "step rule: CSA, no averaging": {"step_rule": "csa", "average": False},
-    "consensus as centre": {"consensus": "centre"},
-    "consensus as centre, rank weights": {"consensus": "centre", "weighting": "rank"},
     "rank weights": {"weighting": "rank"},
-    "radius: gap rule": {"auto_rule": "gap"},
-    "radius: quantile 0.25": {"auto_quantile": 0.25},
+    "radius: gap rule": {"radius": "gap"},
+    "radius: quantile 0.25": {"quantile": 0.25},
     "radius: inf (all selected)": {"radius": 1e9},
     "popsize 16": {"popsize": 16},
     "popsize 16, no averaging": {"popsize": 16, "average": False},
@@ -53,15 +54,16 @@ BASE: dict[str, Any] = {}
 
 
 def effective_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Every TDOpt hyperparameter in force for ``options`` (defaults filled in, seed left out)."""
-    probe = tdopt.TDOpt([torch.zeros(1, requires_grad=True)], seed=0, **options)
-    return {k: v for k, v in probe.defaults.items() if k not in ("seed", "process_group", "dist_timeout")}
+    """Every TDOpt hyperparameter in force for ``options`` (defaults filled in, seed left out) and
+    the algorithm version: what a run's result depends on besides task, seed and budget."""
+    return {**tdopt_options(options), "algorithm": tdopt.ALGORITHM_VERSION}
 
 
 def run_variant(task: Task, options: dict[str, Any], seed: int, budget: int) -> dict[str, Any]:
     """One run: TDOpt with ``options`` on ``task`` until ``budget`` evaluations."""
     model = task.make_model(seed)
-    opt = tdopt.TDOpt(model.parameters(), seed=seed, **options)
+    options = {k: v for k, v in options.items() if k != "algorithm"}
+    opt = tdopt.TDOpt(model.parameters(), seed=seed, **tdopt_overrides(options))
     loss = tdopt.PopulationLoss(model, task.loss_fn, task.x_train, task.y_train)
     hit = None
     start = time.perf_counter()
@@ -92,9 +94,12 @@ def load_runs(path: Path) -> list[dict[str, Any]]:
 
 
 def current_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs made with each variant's options as they are now (runs of older defaults stay in
-    the file, so nothing is lost, but are not summarised)."""
-    current = {v: json.dumps(effective_options({**BASE, **o}), sort_keys=True) for v, o in VARIANTS.items()}
+    """The runs made with each variant's options and algorithm version as they are now (runs of
+    older defaults or versions stay in the file, so nothing is lost, but are not summarised)."""
+    current = {}
+    for variant, options in VARIANTS.items():
+        with contextlib.suppress(ValueError):  # a combination this TDOpt rejects has no current runs
+            current[variant] = json.dumps(effective_options({**BASE, **options}), sort_keys=True)
     return [r for r in runs if current.get(r["variant"]) == json.dumps(r["options"], sort_keys=True)]
 
 
@@ -272,7 +277,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     task = get_task(args.task)
     for variant in args.variants:
-        options = effective_options({**BASE, **VARIANTS[variant]})
+        try:
+            options = effective_options({**BASE, **VARIANTS[variant]})
+        except ValueError as exc:
+            print(f"{variant}: skipped, TDOpt rejects it ({exc})", flush=True)
+            continue
         for seed in range(args.seeds):
             key = (args.task, variant, seed, args.budget, json.dumps(options, sort_keys=True))
             if key in done:

@@ -125,8 +125,7 @@ def ablation_section() -> str:
             " none of the tasks' targets: the hard-threshold net reaches 0.99 sooner, sum-mod's training loss is"
             " lower, and on digits the test accuracy is higher (a regulariser: its training loss is not lower);"
             " on two-moons the two are within the seed spread. With absolute step sizes it lost on two-moons and"
-            " sum-mod. Screened alternatives: [benchmarks/results/ablation/screen/SCREEN.md]"
-            "(benchmarks/results/ablation/screen/SCREEN.md). Why: [docs/averaging.md](docs/averaging.md).",
+            " sum-mod. Why: [docs/averaging.md](docs/averaging.md).",
             f" All variants: [{_rel(path)}]({_rel(path)}).",
             "",
             *header,
@@ -173,35 +172,25 @@ def tuning_section() -> str:
     return "\n".join(lines)
 
 
-PERFORMANCE_LINES = (
-    "At P = 64 the batched path's best",
-    "- `t_topology ~",
-    "- Free power law on D >= 1e4",
-    "- At P=64, D=162",
-    "- Outside the evaluation at P = 64",
-    "- `TDOpt.step` at P = 64",
-    "- First `TDOpt.step` of a fresh process",
-    "- **tdopt**:",
-    "- **cma**:",
-)
+STEP_HEADING = "## `TDOpt.step` end to end"
 
 
 def performance_section() -> str:
-    """Key lines of docs/performance.md (itself generated from benchmarks/results/speed)."""
+    """The TDOpt.step table of docs/performance.md (itself generated from benchmarks/results/speed)."""
     path = ROOT / "docs" / "performance.md"
     if not path.exists():
         return ""
-    lines = path.read_text().splitlines()
-    machine = next((line for line in lines if line.startswith("- Machine:")), "")
-    picked = [line if line.startswith("- ") else f"- {line}" for line in lines if line.startswith(PERFORMANCE_LINES)]
-    picked = [line.replace("- **", "- Largest problems in 24 GiB, **", 1) for line in picked]
+    text = path.read_text()
+    machine = next((line for line in text.splitlines() if line.startswith("Machine:")), "")
+    _, _, rest = text.partition(STEP_HEADING)
+    table = [line for line in rest.split("\n## ", 1)[0].splitlines() if line.startswith("|")]
     return "\n".join(
         [
-            "### Performance (CPU)",
+            "### Performance",
             "",
-            f"From [docs/performance.md](docs/performance.md) (`python -m benchmarks speed --full`; {machine[2:]}):",
+            f"`TDOpt.step` end to end, from [docs/performance.md](docs/performance.md) ({machine.rstrip(',')}):",
             "",
-            *picked,
+            *table,
         ]
     )
 
@@ -209,9 +198,8 @@ def performance_section() -> str:
 def section() -> str:
     parts = [benchmark_section(), digits_section(), ablation_section(), tuning_section(), performance_section()]
     parts.append(
-        "Everything on performance (vectorised evaluation, topology cost, CMA-ES comparison): [docs/performance.md]"
-        "(docs/performance.md). Distributed evaluation: [benchmarks/results/distributed/README.md]"
-        "(benchmarks/results/distributed/README.md)."
+        "Everything on performance (PopulationLoss methods, TDOpt.step, the cmaes peers): [docs/performance.md]"
+        "(docs/performance.md)."
     )
     return "\n\n".join(p for p in parts if p)
 

@@ -3,8 +3,8 @@
 Everything here is computed from ``DIR/results.jsonl`` (and the reference figures in
 ``benchmarks/results/references.json``); no number is typed by hand. For every
 ``(task, optimizer)`` the rows shown are those of the largest budget and, within it, of
-the most recently finished configuration (config hash); older records are listed as
-ignored in the notes.
+the most recently finished configuration (config hash); older records (other budgets, other
+options or versions, or keys of an earlier key scheme) are listed as ignored in the notes.
 
 Outputs in DIR: ``table-<task>.md``, ``<task>.png`` (test accuracy and train loss vs
 evaluations, log x, median line and min-max band across seeds) and ``RESULTS.md``.
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .optimizers import DESCRIPTIONS, OPTIMIZER_NAMES
+from .optimizers import METHODS, method_names
 from .runner import RESULTS_FILE, ResultStore
-from .tasks import TASK_NAMES, get_task
+from .tasks import get_task, task_names
 
 __all__ = ["write_report", "select_groups", "task_table", "summarize", "REFERENCES_PATH"]
 
@@ -64,12 +64,14 @@ def select_groups(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], 
 
 
 def _order(pairs) -> list[tuple[str, str]]:
+    tasks, methods = task_names(), method_names()
+
     def key(pair):
         t, o = pair
         return (
-            TASK_NAMES.index(t) if t in TASK_NAMES else len(TASK_NAMES),
+            tasks.index(t) if t in tasks else len(tasks),
             t,
-            OPTIMIZER_NAMES.index(o) if o in OPTIMIZER_NAMES else len(OPTIMIZER_NAMES),
+            methods.index(o) if o in methods else len(methods),
             o,
         )
 
@@ -297,7 +299,7 @@ def write_report(
     groups, notes = select_groups(records)
     refs = load_references(references)
     run_info = json.loads((out / RUN_FILE).read_text()) if (out / RUN_FILE).exists() else {}
-    tasks = [t for t in TASK_NAMES if any(p[0] == t for p in groups)]
+    tasks = [t for t in task_names() if any(p[0] == t for p in groups)]
     tasks += sorted({p[0] for p in groups} - set(tasks))
     written: list[Path] = []
     sections = []
@@ -353,7 +355,7 @@ def _task_section(task: str, table: str, image: Path | None, refs: dict[str, Any
             f"{t.description}. Train/test: {t.n_train}/{t.n_test} points; model {t.model_name}, "
             f"{t.num_params()} parameters.\n"
         )
-    except ValueError:
+    except (ValueError, AttributeError):  # an unknown task, or one without classification data
         pass
     parts.append(table)
     ref = references_table(task, refs)
@@ -401,29 +403,8 @@ def _results_md(out, records, groups, notes, sections, refs, run_info, summary) 
         "torch and BLAS limited to 1 thread; CPU s: the CPU time of the same span (the run is "
         "single-threaded), less sensitive to other load on a shared machine.",
         "",
-        "## Machine",
-        "",
-        "| CPU | logical CPUs | threads per run | torch | python | runs |",
-        "|---|---|---|---|---|---|",
     ]
-    machines: dict[str, int] = defaultdict(int)
-    for recs in groups.values():
-        for r in recs:
-            machines[json.dumps(r.get("machine", {}), sort_keys=True)] += 1
-    for m, n in machines.items():
-        d = json.loads(m)
-        lines.append(
-            f"| {d.get('cpu', '?')} | {d.get('logical_cpus', '?')} | {d.get('torch_threads', '?')} | "
-            f"{d.get('torch', '?')} | {d.get('python', '?')} | {n} |"
-        )
-    lines += ["", "## Optimizers and hyperparameters", "", "| optimizer | description | options |", "|---|---|---|"]
-    options: dict[str, set[str]] = defaultdict(set)
-    for (_, opt), recs in groups.items():
-        for r in recs:
-            options[opt].add(json.dumps(r.get("options", {}), sort_keys=True))
-    for opt in sorted(options, key=lambda o: OPTIMIZER_NAMES.index(o) if o in OPTIMIZER_NAMES else 99):
-        for o in sorted(options[opt]):
-            lines.append(f"| `{opt}` | {DESCRIPTIONS.get(opt, '')} | `{o}` |")
+    lines += _machine_lines(groups) + _options_lines(groups)
     lines.append("")
     lines += sections
     if refs:
@@ -440,6 +421,39 @@ def _results_md(out, records, groups, notes, sections, refs, run_info, summary) 
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def _machine_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    lines = [
+        "## Machine",
+        "",
+        "| CPU | logical CPUs | threads per run | torch | python | runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    machines: dict[str, int] = defaultdict(int)
+    for recs in groups.values():
+        for r in recs:
+            machines[json.dumps(r.get("machine", {}), sort_keys=True)] += 1
+    for m, n in machines.items():
+        d = json.loads(m)
+        lines.append(
+            f"| {d.get('cpu', '?')} | {d.get('logical_cpus', '?')} | {d.get('torch_threads', '?')} | "
+            f"{d.get('torch', '?')} | {d.get('python', '?')} | {n} |"
+        )
+    return lines
+
+
+def _options_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    lines = ["", "## Optimizers and hyperparameters", "", "| optimizer | description | options |", "|---|---|---|"]
+    options: dict[str, set[str]] = defaultdict(set)
+    for (_, opt), recs in groups.items():
+        for r in recs:
+            options[opt].add(json.dumps(r.get("options", {}), sort_keys=True))
+    methods = method_names()
+    for opt in sorted(options, key=lambda o: methods.index(o) if o in methods else len(methods)):
+        for o in sorted(options[opt]):
+            lines.append(f"| `{opt}` | {METHODS[opt].description if opt in METHODS else ''} | `{o}` |")
+    return lines
 
 
 def _rel(path: Path) -> str:

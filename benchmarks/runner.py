@@ -10,7 +10,7 @@ Public API (also used by ``benchmarks.tune``)::
 
 * ``options`` overrides the optimizer's hyperparameters of
   :data:`benchmarks.optimizers.HYPERPARAMS` (for the tdopt variants: TDOpt keyword
-  arguments such as ``lr``, ``popsize``, ``radius``, ``auto_quantile``).
+  arguments such as ``lr``, ``popsize``, ``radius``, ``quantile``).
 * ``report(evals, train_loss)`` is called at every checkpoint after the start (evals as
   an int, rounded down for minibatch methods); an exception it raises (e.g.
   ``optuna.TrialPruned``) propagates out of ``run_one``.
@@ -22,7 +22,7 @@ Public API (also used by ``benchmarks.tune``)::
 
 Returned record (JSON-serialisable): ``task, optimizer, seed, budget, config_hash,
 options`` (effective hyperparameters), ``returns`` (``"incumbent"`` or ``"current"``),
-``evals, steps, epochs`` (examples forwarded / n_train: equal to evals by the budget
+``config`` (what the key hashes), ``evals, steps, epochs`` (examples forwarded / n_train: equal to evals by the budget
 convention), final ``train_loss, train_acc, test_acc``, ``target_acc``,
 ``evals_to_target`` (first checkpoint with test accuracy >= target, None if never),
 ``noise_acc`` (mean test accuracy of the final model under Gaussian weight noise, per scale
@@ -35,9 +35,15 @@ measurements), ``curve``
 
 Storage (:class:`ResultStore`): ``results.jsonl`` in the output directory, one run per
 line, appended and fsync'ed as each run finishes. A run is identified by
-``(task, optimizer, seed, budget, config_hash)``; ``config_hash`` covers the protocol
-version, the effective hyperparameters and, for tdopt variants, a fingerprint of tdopt's
-sources (for cma/sepcma the cmaes version), so that a code or default change re-runs.
+``(task, optimizer, seed, budget, config_hash)``; ``config_hash`` hashes :func:`run_config`:
+the protocol version, the optimizer's name, its effective hyperparameters and the version of
+the code that determines its results (``tdopt.ALGORITHM_VERSION`` for the tdopt rows, the peer
+library's version for the others). Editing tdopt's sources without changing its trajectories
+therefore keeps every stored run; a new algorithm version, default or option re-runs.
+
+Plugins: the modules in :data:`PLUGINS` that exist are imported by :func:`load_plugins` (called
+by :func:`plan_runs` and the CLI); they register tasks (``benchmarks.tasks.register_task``) and
+methods (``benchmarks.optimizers.register_method``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -61,8 +68,8 @@ import torch
 
 import tdopt
 
-from .optimizers import BUDGET_CAPS, EXCLUDED, OPTIMIZER_NAMES, effective_options, make_method
-from .tasks import TASK_NAMES, get_task
+from .optimizers import BUDGET_CAPS, EXCLUDED, METHODS, effective_options, make_method, method_version
+from .tasks import TASKS, get_task
 
 __all__ = [
     "PROTOCOL",
@@ -72,7 +79,9 @@ __all__ = [
     "run_many",
     "checkpoints",
     "config_hash",
+    "run_config",
     "run_key",
+    "load_plugins",
     "ResultStore",
     "machine_info",
     "plan_runs",
@@ -83,41 +92,19 @@ TABLE_BUDGETS = (1000, 2000, 5000, 10000, 20000)
 THREADS = 1
 N_CHECKPOINTS = 100
 RESULTS_FILE = "results.jsonl"
-_TDOPT_NOT_ALGORITHM = ("tune.py",)
+# Modules that register extra tasks and methods when present (see load_plugins).
+PLUGINS = ("benchmarks.rl", "benchmarks.peers")
 
 
 # --------------------------------------------------------------------------- keys
-def tdopt_fingerprint() -> str:
-    """Hash of tdopt's sources (every module but the tuning front end): an edit re-runs tdopt rows."""
-    root = Path(tdopt.__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(root.glob("*.py")):
-        if path.name in _TDOPT_NOT_ALGORITHM:
-            continue
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def compiled_steps() -> bool:
-    """Whether small CPU steps take tdopt's compiled (numba) path here."""
-    from tdopt import _core
-
-    return _core.compiled_kernels() is not None
+def run_config(optimizer: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Everything, besides task, seed and budget, that determines a run's result."""
+    return {"protocol": PROTOCOL, "optimizer": optimizer, "options": options, "version": method_version(optimizer)}
 
 
 def config_hash(optimizer: str, options: dict[str, Any]) -> str:
-    """Hash of everything, besides task, seed and budget, that determines a run's result."""
-    payload: dict[str, Any] = {"protocol": PROTOCOL, "optimizer": optimizer, "options": options}
-    if optimizer.startswith("tdopt"):
-        payload["tdopt"] = tdopt_fingerprint()
-        if compiled_steps():  # numba's small-step kernels: equal to the NumPy path up to rounding only
-            payload["tdopt_compiled"] = True
-    if optimizer in ("cma", "sepcma"):
-        import cmaes
-
-        payload["cmaes"] = cmaes.__version__
-    text = json.dumps(payload, sort_keys=True, default=str)
+    """Hash of :func:`run_config` (``options``: the effective ones, see ``effective_options``)."""
+    text = json.dumps(run_config(optimizer, options), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -127,6 +114,20 @@ def run_key(task: str, optimizer: str, seed: int, budget: int, chash: str) -> tu
 
 def record_key(record: dict[str, Any]) -> tuple[str, str, int, int, str]:
     return run_key(record["task"], record["optimizer"], record["seed"], record["budget"], record["config_hash"])
+
+
+def load_plugins() -> list[str]:
+    """Import the plugin modules of :data:`PLUGINS` that exist; return the names imported."""
+    loaded = []
+    for name in PLUGINS:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the plugin exists but a dependency of it is missing
+                warnings.warn(f"{name} not loaded: {exc}", RuntimeWarning, stacklevel=2)
+            continue
+        loaded.append(name)
+    return loaded
 
 
 # --------------------------------------------------------------------------- machine
@@ -155,8 +156,7 @@ def machine_info() -> dict[str, Any]:
 def versions() -> dict[str, Any]:
     out = {
         "tdopt": tdopt.__version__,
-        "tdopt_source": tdopt_fingerprint(),
-        "tdopt_compiled": compiled_steps(),
+        "tdopt_algorithm": tdopt.ALGORITHM_VERSION,
         "torch": torch.__version__,
     }
     for mod in ("cmaes", "sklearn", "numpy"):
@@ -219,53 +219,23 @@ def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
     start = time.perf_counter()
     model = task.make_model(seed)
     method = make_method(optimizer, task, model, seed, opts)
-    curve: dict[str, list[float]] = {k: [] for k in ("evals", "train_loss", "train_acc", "test_acc", "wall_s")}
-    # Optimisation time = the whole loop minus the checkpoint measurements (clock calls only
-    # around measurements: per-step clock calls can be slow on a loaded, sandboxed machine).
-    measure_wall = measure_cpu = 0.0
-    loop_wall, loop_cpu = time.perf_counter(), time.thread_time()
-
-    def record_point() -> None:
-        nonlocal measure_wall, measure_cpu
-        if curve["evals"] and curve["evals"][-1] == method.evals:
-            return
-        w0, c0 = time.perf_counter(), time.thread_time()
-        m = task.measure(model)
-        curve["evals"].append(method.evals)
-        curve["wall_s"].append(round(w0 - loop_wall - measure_wall, 4))
-        curve["train_loss"].append(_float32(m["train_loss"]))  # the loss is float32: 9 digits are exact
-        for k in ("train_acc", "test_acc"):
-            curve[k].append(m[k])
-        try:
-            if report is not None and method.evals > 0:
-                report(int(math.floor(method.evals + 1e-9)), m["train_loss"])
-        finally:
-            measure_wall += time.perf_counter() - w0
-            measure_cpu += time.thread_time() - c0
-
-    record_point()
-    for cp in checkpoints(budget):
-        while True:
-            cost = method.next_cost(cp - method.evals)
-            if not 0 < cost <= cp - method.evals + 1e-9:
-                break
-            method.step(cost)
-        record_point()
-    opt_time = time.perf_counter() - loop_wall - measure_wall
-    opt_cpu = time.thread_time() - loop_cpu - measure_cpu
-
-    final = {k: curve[k][-1] for k in ("train_loss", "train_acc", "test_acc")}
-    noise_acc = task.noise_accuracy(model, seed)  # robustness of the final model, after the clock
-    target = task.target_acc
+    curve, opt_time, opt_cpu = _optimise(task, model, method, budget, report)
+    final = {k: v[-1] for k, v in curve.items() if k not in ("evals", "wall_s")}
+    # The robustness of the final model is measured after the clock stops; tasks without
+    # weight-noise accuracy (not classification) leave it out.
+    noise = getattr(task, "noise_accuracy", None)
+    target = getattr(task, "target_acc", None)
+    metric = getattr(task, "target_metric", "test_acc")
     hit = None
     if target is not None:
-        hit = next((e for e, a in zip(curve["evals"], curve["test_acc"], strict=True) if a >= target), None)
+        hit = next((e for e, a in zip(curve["evals"], curve[metric], strict=True) if a >= target), None)
     return {
         "task": task.name,
         "optimizer": optimizer,
         "seed": seed,
         "budget": budget,
         "config_hash": chash,
+        "config": run_config(optimizer, opts),
         "options": opts,
         "returns": method.returns,
         "evals": _num(method.evals),
@@ -274,7 +244,7 @@ def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
         **final,
         "target_acc": target,
         "evals_to_target": None if hit is None else _num(hit),
-        "noise_acc": noise_acc,
+        **({"noise_acc": noise(model, seed)} if noise is not None else {}),
         "wall_s": opt_time,
         "cpu_s": opt_cpu,
         "wall_total_s": time.perf_counter() - start,
@@ -286,6 +256,43 @@ def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
         "protocol": PROTOCOL,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _optimise(task, model, method, budget, report) -> tuple[dict[str, list[float]], float, float]:
+    """Step ``method`` up to ``budget``, measuring at the checkpoints; return the curve (``evals``,
+    ``wall_s`` and the keys of ``task.measure``) and the optimisation wall and CPU time."""
+    curve: dict[str, list[float]] = {"evals": [], "wall_s": []}
+    # Optimisation time = the whole loop minus the checkpoint measurements (clock calls only
+    # around measurements: per-step clock calls can be slow on a loaded, sandboxed machine).
+    spent = {"wall": 0.0, "cpu": 0.0}
+    loop_wall, loop_cpu = time.perf_counter(), time.thread_time()
+
+    def record_point() -> None:
+        if curve["evals"] and curve["evals"][-1] == method.evals:
+            return
+        w0, c0 = time.perf_counter(), time.thread_time()
+        m = task.measure(model)
+        curve["evals"].append(method.evals)
+        curve["wall_s"].append(round(w0 - loop_wall - spent["wall"], 4))
+        for k, v in m.items():
+            # losses are float32: 9 significant digits are exact
+            curve.setdefault(k, []).append(_float32(v) if k.endswith("loss") else v)
+        try:
+            if report is not None and method.evals > 0:
+                report(int(math.floor(method.evals + 1e-9)), m.get("train_loss", math.nan))
+        finally:
+            spent["wall"] += time.perf_counter() - w0
+            spent["cpu"] += time.thread_time() - c0
+
+    record_point()
+    for cp in checkpoints(budget):
+        while True:
+            cost = method.next_cost(cp - method.evals)
+            if not 0 < cost <= cp - method.evals + 1e-9:
+                break
+            method.step(cost)
+        record_point()
+    return curve, time.perf_counter() - loop_wall - spent["wall"], time.thread_time() - loop_cpu - spent["cpu"]
 
 
 def _float32(x: float) -> float:
@@ -354,12 +361,13 @@ def plan_runs(
     caps: bool = True,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The runs to do (dicts with task, optimizer, seed, budget, options, config_hash) and notes."""
+    load_plugins()
     for name in tasks:
-        if name not in TASK_NAMES:
-            raise ValueError(f"unknown task {name!r}; known: {', '.join(TASK_NAMES)}")
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
     for name in optimizers:
-        if name not in OPTIMIZER_NAMES:
-            raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZER_NAMES)}")
+        if name not in METHODS:
+            raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(METHODS)}")
     seeds = list(seeds)
     plan, notes = [], []
     for task in tasks:
@@ -407,7 +415,7 @@ def run_many(
         for r in todo:
             bar.set_postfix_str(f"{r['task']} {r['optimizer']} seed={r['seed']} budget={r['budget']}")
             rec = run_one(r["task"], r["optimizer"], r["seed"], r["budget"], options=r["options"])
-            if rec["config_hash"] != r["config_hash"]:  # e.g. tdopt's source was edited meanwhile
+            if rec["config_hash"] != r["config_hash"]:  # e.g. a library upgraded meanwhile
                 warnings.warn(
                     f"{r['task']}/{r['optimizer']} seed {r['seed']}: config hash changed between planning and "
                     f"running ({r['config_hash']} -> {rec['config_hash']}); stored under the new hash",

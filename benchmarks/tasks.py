@@ -23,8 +23,8 @@ initialisation and the optimizer depend on the run's seed):
   Linear(2, 2) - ReLU - Linear(2, 3).
 * ``sum-mod-mlp``: the same data, MLP 2-32-32-3 with ReLU.
 
-Adding a task is a few lines: write a builder returning a :class:`Task` and register it
-in ``_BUILDERS``.
+Adding a task is a few lines: write a factory returning a :class:`Task` and call
+``register_task(name, factory)`` (or add it to :data:`TASKS`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Task", "TASK_NAMES", "get_task", "Step", "mlp", "NOISE_SCALES"]
+__all__ = ["Task", "TASKS", "TASK_NAMES", "register_task", "task_names", "get_task", "Step", "mlp", "NOISE_SCALES"]
 
 # Standard deviations of the Gaussian weight noise under which the final models are tested.
 NOISE_SCALES = (0.01, 0.03, 0.1)
@@ -248,24 +248,37 @@ def _digits() -> Task:
     )
 
 
-_BUILDERS: dict[str, Callable[[], Task]] = {
+# Task factories by name: ``register_task`` adds one (a plugin module's task). A factory returns a
+# :class:`Task` or any object with the attributes the runner and the method adapters read.
+TASKS: dict[str, Callable[[], Task]] = {
     "two-moons": _two_moons,
     "two-moons-step": _two_moons_step,
     "sum-mod-tiny": _sum_mod_tiny,
     "sum-mod-mlp": _sum_mod_mlp,
     "digits": _digits,
 }
-TASK_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)  # the built-in tasks; every registered one: task_names()
+
+
+def register_task(name: str, factory: Callable[[], Task]) -> None:
+    """Make task ``name`` known to the runner and the CLI (a later registration replaces it)."""
+    TASKS[name] = factory
+    get_task.cache_clear()
+
+
+def task_names() -> tuple[str, ...]:
+    """Every registered task, built-in ones first."""
+    return tuple(TASKS)
 
 
 @functools.cache
 def get_task(name: str) -> Task:
-    """The task called ``name`` (one of :data:`TASK_NAMES`); built once, then cached.
+    """The task called ``name`` (one of :func:`task_names`); built once, then cached.
 
     The returned tensors are shared between callers: do not modify them in place.
     """
     try:
-        builder = _BUILDERS[name]
+        factory = TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASK_NAMES)}") from None
-    return builder()
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+    return factory()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a .venv with torch (CPU 2.13.0 when torch is missing) and tdopt[dev,bench,tune,fast].
+# Idempotent set-up: a .venv with torch (CPU 2.13.0 when torch is missing) and tdopt[dev,bench,tune].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import re
 import shutil
+import subprocess
 import sys
 import types
 import warnings
@@ -24,6 +27,7 @@ from benchmarks.runner import ResultStore, checkpoints, plan_runs, run_many, run
 from benchmarks.tasks import TASK_NAMES, get_task  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 RESULTS_FIXTURE = FIXTURES / "bench_results.jsonl"
 REFERENCES_FIXTURE = FIXTURES / "bench_references.json"
 TUNED = {"lr": 0.2, "popsize": 8}
@@ -107,16 +111,77 @@ def test_each_optimizer_runs_end_to_end(optimizer):
         assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:], strict=False))  # the incumbent never gets worse
 
 
-def test_tdopt_options_and_hash():
+def test_tdopt_options_filled_from_the_signature():
     opts = effective_options("tdopt")
-    defaults = tdopt.TDOpt([torch.zeros(1, requires_grad=True)], seed=0).defaults
-    assert opts["lr"] == defaults["lr"] and opts["popsize"] == defaults["popsize"]  # tdopt runs at its defaults
-    assert "radius" in opts and "seed" not in opts  # TDOpt's defaults filled in
+    signature = inspect.signature(tdopt.TDOpt.__init__).parameters
+    assert opts["lr"] == signature["lr"].default and opts["popsize"] == signature["popsize"].default
+    assert "radius" in opts and "quantile" in opts
+    assert not {"seed", "process_group", "params"} & set(opts)
     assert effective_options("tdopt-noavg")["average"] is False
     assert effective_options("tdopt-tuned", TUNED)["popsize"] == 8
+    assert effective_options("tdopt", {"radius": "gap"})["radius"] == "gap"
+    with pytest.raises(ValueError, match="unknown"):
+        effective_options("tdopt", {"auto_quantile": 0.25})  # an old keyword: translate it
     with pytest.raises(ValueError, match="unknown options"):
         effective_options("sgd", {"nope": 1})
-    assert runner.config_hash("tdopt", opts) != runner.config_hash("tdopt", {**opts, "lr": 0.7})
+
+
+# --------------------------------------------------------------------------- keys
+def test_key_changes_with_options_and_versions(monkeypatch):
+    import cmaes
+
+    opts = effective_options("tdopt")
+    key = runner.config_hash("tdopt", opts)
+    assert runner.run_config("tdopt", opts) == {
+        "protocol": runner.PROTOCOL,
+        "optimizer": "tdopt",
+        "options": opts,
+        "version": f"tdopt algorithm {tdopt.ALGORITHM_VERSION}",
+    }
+    assert runner.config_hash("tdopt", opts) == key  # deterministic
+    assert runner.config_hash("tdopt", {**opts, "lr": 0.7}) != key
+    assert runner.config_hash("tdopt-noavg", opts) != key  # the name is part of the key
+    sep = runner.config_hash("sepcma", effective_options("sepcma"))
+    monkeypatch.setattr(cmaes, "__version__", "0.0.0-other")
+    assert runner.config_hash("sepcma", effective_options("sepcma")) != sep  # the peer library's version
+    assert runner.config_hash("tdopt", opts) == key  # ... is not tdopt's
+    monkeypatch.setattr(tdopt, "ALGORITHM_VERSION", tdopt.ALGORITHM_VERSION + 1)
+    assert runner.config_hash("tdopt", opts) != key
+    sgd = runner.config_hash("sgd", effective_options("sgd"))
+    monkeypatch.setattr(runner, "PROTOCOL", runner.PROTOCOL + 1)
+    assert runner.config_hash("sgd", effective_options("sgd")) != sgd
+
+
+def test_key_survives_a_refactor_of_tdopt(tmp_path):
+    """A copy of tdopt whose sources differ (a comment, a renamed private helper module) keys its
+    runs as the original does: only the algorithm version, the options and the protocol count."""
+    copy = tmp_path / "tdopt"
+    shutil.copytree(Path(tdopt.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in copy.glob("*.py"):
+        path.write_text(path.read_text() + "\n# refactored: comments and layout only\n")
+    (copy / "_refactor_helper.py").write_text("HELPER = 1\n")
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+        "import tdopt; assert tdopt.__file__.startswith(sys.argv[1]), tdopt.__file__\n"
+        "from benchmarks import runner, optimizers\n"
+        "print(runner.config_hash('tdopt', optimizers.effective_options('tdopt')))\n"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), repo], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == runner.config_hash("tdopt", effective_options("tdopt"))
+
+
+def test_no_key_reads_tdopt_sources():
+    source = "\n".join(p.read_text() for p in BENCHMARKS.glob("*.py"))
+    assert "tdopt.__file__" not in source and "fingerprint" not in source and "tdopt_compiled" not in source
+
+
+def test_benchmarks_use_only_the_public_tdopt_api():
+    private = re.compile(r"tdopt\._[a-z]|from tdopt import _[a-z]|tdopt\.(functional|distributed|optim)\b|numba")
+    for path in BENCHMARKS.glob("*.py"):
+        text = path.read_text()
+        assert not private.search(text), (path.name, private.search(text))
+        assert len(text.splitlines()) <= 500, path.name
 
 
 def test_run_one_reproducible_and_report_exception_propagates():
@@ -287,6 +352,107 @@ def test_cli_small_run_and_report(tmp_path, monkeypatch, capsys):
     (tmp_path / "RESULTS.md").unlink()
     assert cli.main(["report", "--out", str(tmp_path), "--no-plots"]) == 0
     assert "tdopt-tuned" in (tmp_path / "RESULTS.md").read_text()
+
+
+def _tiny_quick(monkeypatch, tmp_path, published=None):
+    """The quick preset, shrunk to a tiny budget, writing into tmp_path/runs/quick."""
+    monkeypatch.setattr(report, "REFERENCES_PATH", REFERENCES_FIXTURE)
+    quick = dict(cli.QUICK, tasks=["two-moons"], optimizers=["tdopt", "sgd", "random"], seeds=2, budget=30)
+    quick.update(out=tmp_path / "runs" / "quick", published=published or tmp_path / "published")
+    monkeypatch.setattr(cli, "QUICK", quick)
+    return quick
+
+
+def test_quick_preset_runs_into_runs_dir_and_compares_with_the_published(tmp_path, monkeypatch, capsys):
+    published = tmp_path / "published"
+    published.mkdir()
+    shutil.copy(RESULTS_FIXTURE, published / "results.jsonl")
+    quick = _tiny_quick(monkeypatch, tmp_path, published)
+    assert cli.main(["--no-progress"]) == 0
+    out = quick["out"]
+    records = ResultStore(out / "results.jsonl").load()
+    assert sorted((r["optimizer"], r["seed"]) for r in records) == [
+        (o, s) for o in ("random", "sgd", "tdopt") for s in (0, 1)
+    ]
+    assert all(r["config"]["version"] for r in records)
+    run_info = json.loads((out / "RUN.json").read_text())
+    assert run_info["preset"] == "quick" and run_info["published"] == str(published)
+    printed = capsys.readouterr()
+    assert f"published: `{published}`" in printed.out and "| `tdopt`" in printed.out
+    assert "(published)" in printed.out
+    # idempotent: a second plain run finds every run done and appends nothing
+    assert cli.main(["--no-progress", "--no-report"]) == 0
+    assert "0 runs done, 6 already in" in capsys.readouterr().err
+    assert len(ResultStore(out / "results.jsonl").load()) == 6
+    assert cli.main(["--no-progress", "--no-report", "--fresh"]) == 0  # starts over
+    assert "6 runs done, 0 already in" in capsys.readouterr().err
+
+
+def test_publishing_compares_with_nothing(tmp_path, monkeypatch, capsys):
+    quick = _tiny_quick(monkeypatch, tmp_path)
+    assert cli.main(["--no-progress", "--out", str(quick["published"])]) == 0
+    assert "no published results to compare with" in capsys.readouterr().out
+    assert (quick["published"] / "RESULTS.md").exists() and not quick["out"].exists()
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch, capsys):
+    argv = ["--tasks", "two-moons", "--optimizers", "sgd,random", "--seeds", "2", "--budget", "10"]
+    argv += ["--out", str(tmp_path), "--no-progress", "--no-report"]
+    real = runner.run_one
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[:3])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_one", interrupted)
+    assert cli.main(argv) == 130
+    assert f"--resume {tmp_path}" in capsys.readouterr().err
+    assert len(ResultStore(tmp_path / "results.jsonl").load()) == 2
+    calls.clear()
+    monkeypatch.setattr(runner, "run_one", lambda *a, **k: (calls.append(a[:3]), real(*a, **k))[1])
+    assert cli.main(["--resume", str(tmp_path), "--no-progress", "--no-report"]) == 0
+    assert calls == [("two-moons", "random", 0), ("two-moons", "random", 1)]  # the selection of RUN.json
+    assert len(ResultStore(tmp_path / "results.jsonl").load()) == 4
+    with pytest.raises(SystemExit):
+        cli.main(["--resume", str(tmp_path), "--tasks", "two-moons"])  # the selection comes from RUN.json
+    with pytest.raises(SystemExit):
+        cli.main(["--resume", str(tmp_path / "nowhere")])
+
+
+def test_registered_task_and_method_plug_in(monkeypatch, tmp_path):
+    from benchmarks import optimizers, tasks
+
+    monkeypatch.setitem(tasks.TASKS, "two-moons-copy", lambda: tasks.get_task("two-moons"))
+    spec = optimizers.METHODS["sgd"]
+    monkeypatch.setitem(
+        optimizers.METHODS,
+        "my-sgd",
+        optimizers.MethodSpec(spec.factory, {"lr": 0.1, "momentum": 0.0}, "mine", lambda: "v1"),
+    )
+    plan, _ = plan_runs(["two-moons-copy"], ["my-sgd"], [0], 5)
+    assert run_many(plan, tmp_path, progress=False) == (1, 0)
+    (record,) = ResultStore(tmp_path / "results.jsonl").load()
+    assert record["config"]["version"] == "v1" and record["options"] == {"lr": 0.1, "momentum": 0.0}
+
+
+def test_speed_quick_writes_json_and_the_doc(tmp_path):
+    from benchmarks import speed
+
+    doc = tmp_path / "performance.md"
+    assert speed.main(["--quick", "--no-peers", "--out", str(tmp_path), "--docs", str(doc)]) == 0
+    result = json.loads((tmp_path / "speed_cpu.json").read_text())
+    assert {(r["P"], r["method"]) for r in result["evaluation"]} == {
+        (p, m) for p in speed.QUICK_EVAL_P for m in speed.METHODS
+    }
+    assert [(r["D"], r["P"]) for r in result["steps"]] == [(162, 8), (162, 64), (162, 256), (10_602, 16)]
+    assert all(r["step"]["median_s"] > 0 and r["evaluations"] >= 1 for r in result["steps"])
+    text = doc.read_text()
+    assert "## `TDOpt.step` end to end" in text and "| wide MLP | 10,602 | 16 |" in text
+    assert speed.main(["--docs-only", "--out", str(tmp_path), "--docs", str(doc)]) == 0
+    assert doc.read_text() == text
 
 
 @pytest.mark.parametrize("sub", ["tune", "speed"])
