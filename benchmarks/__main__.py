@@ -99,7 +99,7 @@ def run_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="JSON",
-        help="tuned TDOpt config (benchmarks tune / tdopt.tune.write_config) for the tdopt-tuned row; "
+        help="tuned TDOpt config (python -m benchmarks tune) for the tdopt-tuned row; "
         "repeatable; a config with a 'task' applies to that task only",
     )
     p.add_argument("--no-caps", action="store_true", help="ignore the per-combination budget caps (BUDGET_CAPS)")
@@ -109,7 +109,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def load_tuned(paths: list[str]) -> dict[str | None, dict]:
-    from tdopt.tune import load_config
+    from .tune import load_config
 
     tuned: dict[str | None, dict] = {}
     for path in paths:
