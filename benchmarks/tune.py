@@ -349,30 +349,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
-    space = tt.SearchSpace(
-        tuple(m.strip() for m in args.modes.split(",")),
-        args.radius_range,
-        args.quantile_range,
-        args.lr_range,
-        args.popsize_range,
-    )
+    modes = tuple(m.strip() for m in args.modes.split(","))
+    space = tt.SearchSpace(modes, args.radius_range, args.quantile_range, args.lr_range, args.popsize_range)
     storage = args.storage or str(args.out / "tune.db")
     args.out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = tune_task(
-        tasks,
-        args.budget,
-        args.trials,
-        storage,
-        study_name=args.study_name,
-        metric=args.metric,
-        seed=args.seed,
-        reference_seeds=args.reference_seeds,
-        fixed=args.fixed,
-        space=space,
-        max_trials=args.max_trials,
-        timeout=args.timeout,
-    )
+    keys = ("study_name", "metric", "seed", "reference_seeds", "fixed", "max_trials", "timeout")
+    study = tune_task(tasks, args.budget, args.trials, storage, space=space, **{k: getattr(args, k) for k in keys})
     try:
         config = best_config(study)
     except ValueError as exc:
@@ -384,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         config["validation"] = validate(tasks, args.budget, config["options"], seeds)
     name = args.name or "+".join(tasks)
     print(f"wrote {write_config(config, args.out / f'{name}.json')}")
+    if not args.no_plots:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
     for path in [] if args.no_plots else tt.save_plots(study, args.out, name):
         print(f"wrote {path}")
     return 0

@@ -12,10 +12,7 @@ to minimise (measure it on held-out data, not on the loss the optimizer minimise
         model = make_model(seed=trial.number)
         opt = tdopt.TDOpt(model.parameters(), seed=trial.number, **options)
         for step in range(200):
-            opt.step(closure)
-            trial.report(validation_loss(model), step)   # optional: lets the pruner stop it
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+            opt.step(closure)        # optionally trial.report(...) and raise optuna.TrialPruned
         return validation_loss(model)
 
     study = tune(objective, n_trials=40, study_name="mine", storage="tune.db")
@@ -154,7 +151,7 @@ def create_study(
     attrs: Mapping[str, Any] | None = None,
     **storage_kwargs: Any,
 ) -> optuna.Study:
-    """Create the study, or load it if it exists; fail its stale trials; check its settings.
+    """Create the study to minimise, or load it if it exists; fail its stale trials; check its settings.
 
     ``attrs`` (JSON values) describe what the study measures; they are stored with a new study,
     and loading a study stored with other ``attrs`` raises ``ValueError``, so that one study never
@@ -171,7 +168,6 @@ def create_study(
             storage=make_storage(storage, **storage_kwargs),
             sampler=sampler,
             pruner=pruner,
-            direction="minimize",
             load_if_exists=True,
         )
         optuna.storages.fail_stale_trials(study)  # a no-op without a heartbeat
@@ -228,9 +224,6 @@ def save_plots(study: optuna.Study, out_dir: str | os.PathLike[str], prefix: str
     A plot with nothing to show (no intermediate values, no parameters) is skipped.
     """
     optuna = _optuna()
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
@@ -240,8 +233,7 @@ def save_plots(study: optuna.Study, out_dir: str | os.PathLike[str], prefix: str
         plots["slice"] = lambda: ovm.plot_slice(study)
     if any(t.intermediate_values for t in trials):
         plots["intermediate"] = lambda: ovm.plot_intermediate_values(study)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -250,7 +242,7 @@ def save_plots(study: optuna.Study, out_dir: str | os.PathLike[str], prefix: str
             first = axes.flat[0] if hasattr(axes, "flat") else axes
             if name == "intermediate" and first.get_legend() is not None:
                 first.get_legend().remove()  # one entry per trial is unreadable
-            path = out / f"{prefix}-{name}.png"
+            path = Path(out_dir) / f"{prefix}-{name}.png"
             first.figure.savefig(path, dpi=110, bbox_inches="tight")
             plt.close(first.figure)
             written.append(path)
