@@ -130,7 +130,7 @@ def run_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="JSON",
-        help="tuned TDOpt config (benchmarks tune) for the tdopt-tuned row; "
+        help="tuned TDOpt config (python -m benchmarks tune) for the tdopt-tuned row; "
         "repeatable; a config with a 'task' applies to that task only",
     )
     p.add_argument("--no-caps", action="store_true", help="ignore the per-combination budget caps (BUDGET_CAPS)")

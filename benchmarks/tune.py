@@ -1,215 +1,393 @@
-"""``python -m benchmarks tune``: Optuna tuning of tdopt's radius on a benchmark task.
+"""``python -m benchmarks tune``: tune tdopt on benchmark tasks by a validation objective.
 
-Example (30 trials of 1500 evaluations on two-moons, 2 local worker processes)::
+Example (40 trials on two tasks; start the same command again in another shell to add a worker)::
 
-    python -m benchmarks tune --task two-moons --trials 15 --workers 2 --budget 1500
+    python -m benchmarks tune --task digits,two-moons --trials 20 --budget 1500 --validate 5
 
-Each worker runs ``--trials`` trials on the shared storage (default: the SQLite file
-``<out>/tune.db``; ``journal:PATH`` or ``*.log`` for a JournalStorage file, or any
-Optuna URL such as ``postgresql://...`` for many machines). Rerunning the command with
-the same storage and study name resumes the study (``--max-trials N`` tops it up to N
-finished trials instead of adding ``--trials`` more); ``--trials 0`` only re-exports.
-Outputs in ``--out`` (default ``benchmarks/results/tuned``): ``<name>.json``, the best
-TDOpt options in the format of the benchmark's ``--config``, and PNG plots
-``<name>-history.png``, ``<name>-slice-radius.png``, ``<name>-slice.png``,
-``<name>-intermediate.png``.
+Objective (issue 17): each task's training set is split 80/20 by a fixed seed
+(:func:`validation_task`); a trial trains on the 80 % for ``--budget`` evaluations and is scored on
+the 20 % with the params the optimizer leaves: validation loss (``--metric val_loss``, the default)
+or validation error (``val_error``). Each task's score is divided by the score of tdopt's default
+config on that task (measured once per study, on the reference seeds, and kept in the study's user
+attributes); the trial's value is the median of these ratios over the tasks, so 1.0 means "as good
+as the default" and one task does not dominate. The test set plays no part in tuning; ``--validate
+N`` then judges the best options against the default on N held-out seeds and the test set.
+
+Storage: ``--storage`` (default ``<out>/tune.db``, SQLite with a heartbeat; ``*.log`` for a
+JournalStorage file). Running the command again continues the study; ``--trials 0`` re-exports.
+Outputs in ``--out``: ``<name>.json`` (the ``--config`` format of ``python -m benchmarks``) and
+Optuna's plots ``<name>-history.png``, ``<name>-slice.png``, ``<name>-intermediate.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
 import sys
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tdopt import tune as tt
+
+from . import tasks as task_registry
+from .runner import run_one
+from .tasks import TASK_NAMES, Task, get_task
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "tuned"
 DEFAULT_BUDGET = 1500
+METRICS = ("val_loss", "val_error")
+VAL_FRACTION = 0.2
+SPLIT_SEED = 0
+VALIDATION_SUFFIX = "@val"
 
 
-def _task_names() -> tuple[str, ...] | None:
+# --------------------------------------------------------------------------- validation split
+@dataclasses.dataclass(frozen=True, eq=False)
+class ValidationTask(Task):
+    """A task whose "test" split is a validation split carved from the original training set.
+
+    ``measure`` also computes the validation loss and error and keeps the latest values in
+    ``latest``, because the runner's record and ``report`` carry only train loss and accuracies.
+    """
+
+    latest: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @torch.no_grad()
+    def measure(self, model: torch.nn.Module) -> dict[str, float]:
+        out = super().measure(model)
+        val_loss = float(self.loss_fn(model(self.x_test), self.y_test))
+        self.latest.update(val_loss=val_loss, val_error=1.0 - out["test_acc"])
+        return out
+
+
+def validation_task(task: Task, fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED) -> ValidationTask:
+    """``task`` with its training set split ``1 - fraction`` / ``fraction`` by a seeded permutation."""
+    n = task.n_train
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, round(fraction * n))
+    val, fit = order[:n_val], order[n_val:]
+    fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(Task)}
+    fields.update(
+        name=task.name + VALIDATION_SUFFIX,
+        description=f"{task.description}; tuning split: {n - n_val} train / {n_val} validation (seed {seed})",
+        x_train=task.x_train[fit],
+        y_train=task.y_train[fit],
+        x_test=task.x_train[val],
+        y_test=task.y_train[val],
+    )
+    return ValidationTask(**fields)
+
+
+def validation_name(task: str) -> str:
+    """Register the validation variant of ``task`` with the task registry; return its name.
+
+    ``run_one`` looks tasks up by name, so the variant is added to the registry's builders
+    (``TASK_NAMES`` is left alone: the benchmark's task list does not show it).
+    """
+    name = task + VALIDATION_SUFFIX
+    if task not in TASK_NAMES:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_NAMES)}")
+    task_registry._BUILDERS.setdefault(name, lambda: validation_task(get_task(task)))
+    return name
+
+
+def validation_score(
+    task: str, options: dict[str, Any] | None, seed: int, budget: int, metric: str, report: Any = None
+) -> float:
+    """Train on the task's tuning split; return ``metric`` on its validation split at the budget."""
+    name = validation_name(task)
+    run_one(name, "tdopt", seed, budget, options=options, report=report)
+    return float(get_task(name).latest[metric])
+
+
+def _floor(task: str, metric: str) -> float:
+    """The smallest reference a ratio divides by: one validation example's error, or a tiny loss."""
+    return 1.0 / get_task(validation_name(task)).n_test if metric == "val_error" else 1e-9
+
+
+# --------------------------------------------------------------------------- objective
+@dataclasses.dataclass(frozen=True)
+class TaskObjective:
+    """``objective(trial, options)`` for :func:`tdopt.tune.tune`: median normalised validation score.
+
+    Trial ``k`` runs with seed ``seed + k``. ``references[task]`` is the default config's score.
+    Intermediate values (normalised, task ``i`` at steps ``i * budget + evals`` on a grid of
+    ``budget / report_points``) go to the pruner.
+    """
+
+    tasks: tuple[str, ...]
+    budget: int
+    references: Mapping[str, float]
+    metric: str = "val_loss"
+    seed: int = 0
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    report_points: int = 20
+
+    def __call__(self, trial: Any, options: dict[str, Any]) -> float:
+        seed = self.seed + trial.number
+        ratios = {
+            task: self._ratio(trial, i, task, {**self.fixed, **options}, seed) for i, task in enumerate(self.tasks)
+        }
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("ratios", ratios)
+        return statistics.median(ratios.values())
+
+    def _ratio(self, trial: Any, i: int, task: str, options: dict[str, Any], seed: int) -> float:
+        """One task's score divided by the default config's; reports normalised intermediate values."""
+        import optuna
+
+        scale = max(self.references[task], _floor(task, self.metric))
+        latest = get_task(validation_name(task)).latest
+        grid = max(1, self.budget // self.report_points)
+        next_step = grid
+
+        def report(evals: int, _train_loss: float) -> None:
+            nonlocal next_step
+            value = latest[self.metric] / scale  # measured by ValidationTask.measure just before
+            while next_step <= evals:  # the same steps for every popsize: the pruner compares them
+                trial.report(value, i * self.budget + next_step)
+                next_step += grid
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return validation_score(task, options, seed, self.budget, self.metric, report) / scale
+
+
+def references(study: Any, tasks: Sequence[str], budget: int, metric: str, seeds: Sequence[int]) -> dict[str, float]:
+    """The default config's validation score per task (median over ``seeds``), cached in the study."""
+    out = {}
+    for task in tasks:
+        key = f"reference:{task}"
+        if key not in study.user_attrs:  # parallel workers may both measure it: same seeds, same value
+            value = statistics.median(validation_score(task, None, s, budget, metric) for s in seeds)
+            study.set_user_attr(key, value)
+        out[task] = float(study.user_attrs[key])
+    return out
+
+
+def default_study_name(tasks: Sequence[str], budget: int, metric: str = "val_loss") -> str:
+    return f"tdopt-{'+'.join(tasks)}-b{budget}-{metric}"
+
+
+def tune_task(
+    tasks: Sequence[str],
+    budget: int,
+    n_trials: int | None,
+    storage: Any = None,
+    *,
+    study_name: str | None = None,
+    metric: str = "val_loss",
+    seed: int = 0,
+    reference_seeds: int = 1,
+    fixed: Mapping[str, Any] | None = None,
+    space: tt.SearchSpace | None = None,
+    prune_warmup: float = 0.2,
+    **tune_kwargs: Any,
+) -> Any:
+    """:func:`tdopt.tune.tune` with :class:`TaskObjective` on ``tasks``; return the study.
+
+    The median pruner waits for ``prune_warmup`` of the first task's budget. Other keyword
+    arguments (``max_trials``, ``timeout``, ``sampler``, ``pruner``, ...) go to ``tune``.
+    """
+    import optuna
+
+    tasks = tuple(tasks)
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    space = space or tt.SearchSpace()
+    fixed = dict(fixed or {})
+    clash = sorted({"radius", "quantile", "seed"} & set(fixed))
+    if clash:
+        raise ValueError(f"fixed options may not set tuned or reserved keys: {clash}")
+    attrs = {
+        "tasks": list(tasks),
+        "budget": budget,
+        "metric": metric,
+        "seed": seed,
+        "fixed": fixed,
+        "space": dataclasses.asdict(space),
+        "split": {"fraction": VAL_FRACTION, "seed": SPLIT_SEED},
+    }
+    name = study_name or default_study_name(tasks, budget, metric)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=int(prune_warmup * budget))
+    study_kwargs = {"attrs": attrs, "pruner": pruner, **_pop(tune_kwargs, "sampler", "pruner")}
+    # one storage object for both calls below: an in-memory study is then the same study
+    storage = tt.make_storage(storage, **_pop(tune_kwargs, "heartbeat_interval", "grace_period", "retries"))
+    storage = storage or optuna.storages.InMemoryStorage()
+    study = tt.create_study(name, storage, **study_kwargs)
+    refs = references(study, tasks, budget, metric, range(seed, seed + reference_seeds))
+    objective = TaskObjective(tasks, budget, refs, metric, seed, fixed)
+    return tt.tune(objective, n_trials, name, storage, space=space, **study_kwargs, **tune_kwargs)
+
+
+def _pop(kwargs: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: kwargs.pop(k) for k in keys if k in kwargs}
+
+
+def replay(study: Any, number: int) -> float:
+    """Run trial ``number`` of a :func:`tune_task` study again (same options and seed); its value."""
+    import optuna
+
+    a = study.user_attrs
+    refs = {t: float(a[f"reference:{t}"]) for t in a["tasks"]}
+    objective = TaskObjective(tuple(a["tasks"]), a["budget"], refs, a["metric"], a["seed"], a["fixed"])
+    frozen = study.trials[number]
+    return objective(optuna.trial.FixedTrial(frozen.params, number), dict(frozen.user_attrs["options"]))
+
+
+# --------------------------------------------------------------------------- configs
+def best_config(study: Any) -> dict[str, Any]:
+    """The best trial as a benchmark config: ``{"task", "optimizer", "options", ...}``.
+
+    ``task`` is the task name for a one-task study and None (every task) for a multi-task one.
+    """
+    from optuna.trial import TrialState
+
     try:
-        from benchmarks.tasks import TASK_NAMES
-    except ImportError:
-        return None
-    return tuple(TASK_NAMES)
+        best = study.best_trial
+    except ValueError as exc:
+        raise ValueError(f"study {study.study_name!r} has no completed trial yet") from exc
+    a = study.user_attrs
+    states = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
+    return {
+        "task": a["tasks"][0] if len(a.get("tasks", [])) == 1 else None,
+        "tasks": a.get("tasks"),
+        "optimizer": "tdopt",
+        "options": {**a.get("fixed", {}), **best.user_attrs["options"]},
+        "value": best.value,
+        "ratios": best.user_attrs.get("ratios"),
+        "references": {t: a.get(f"reference:{t}") for t in a.get("tasks", [])},
+        "metric": a.get("metric"),
+        "budget": a.get("budget"),
+        "study": study.study_name,
+        "best_trial": best.number,
+        "seed": best.user_attrs.get("seed"),
+        "params": dict(best.params),
+        "trial_states": {k: v for k, v in states.items() if v},
+    }
 
 
+def write_config(config: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a config (from :func:`best_config`) as JSON; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(config), indent=2) + "\n")
+    return path
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a tuned config; check that it holds TDOpt ``options``."""
+    config = json.loads(Path(path).read_text())
+    if not isinstance(config, dict) or not isinstance(config.get("options"), dict):
+        raise ValueError(f"{path}: not a tuned config (needs an 'options' object of TDOpt keyword arguments)")
+    if config.get("optimizer", "tdopt") != "tdopt":
+        raise ValueError(f"{path}: optimizer is {config.get('optimizer')!r}, expected 'tdopt'")
+    return config
+
+
+def validate(tasks: Sequence[str], budget: int, options: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """The tuned options against tdopt's defaults on held-out seeds, trained on the full training
+    set and judged on the test set (a trial's value comes from one seed: the best is optimistic)."""
+    out: dict[str, Any] = {"seeds": list(seeds), "budget": budget}
+    for task in tasks:
+        out[task] = {}
+        for label, opts in (("tuned", options), ("default", None)):
+            records = [run_one(task, "tdopt", s, budget, options=opts) for s in seeds]
+            accs = [float(r["test_acc"]) for r in records]
+            losses = [float(r["train_loss"]) for r in records]
+            out[task][label] = {"test_acc": accs, "train_loss": losses, "mean_test_acc": statistics.fmean(accs)}
+            print(
+                f"{task}, held-out seeds, {label:>7}: mean test acc {statistics.fmean(accs):.4f}, "
+                f"median train loss {statistics.median(losses):.4g}"
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- command line
 def _pair(kind: type) -> Any:
     def parse(text: str) -> tuple[Any, Any]:
-        parts = text.replace(",", " ").split()
-        if len(parts) != 2:
-            raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}")
-        return kind(parts[0]), kind(parts[1])
+        low, high = text.split(",")
+        return kind(low), kind(high)
 
     return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks tune",
-        description="Tune tdopt's radius (and optionally popsize, lr) on a benchmark task with Optuna.",
-    )
-    names = _task_names()
-    p.add_argument("--task", required=True, choices=names, help="benchmark task")
-    p.add_argument("--trials", type=int, default=50, help="trials per worker process in this run (default 50)")
-    p.add_argument("--max-trials", type=int, default=None, help="stop at this many COMPLETE+PRUNED trials in all")
-    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="loss evaluations per trial")
-    p.add_argument("--metric", choices=tt.METRICS, default="train_loss", help="objective to minimise")
-    p.add_argument("--target", type=float, default=None, help="train-loss target for --metric evals_to_target")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (JSON, plots, default storage)")
-    p.add_argument("--name", default=None, help="output file prefix (default: the task name)")
-    p.add_argument(
-        "--storage",
-        default=None,
-        help="sqlite:///FILE, FILE.db, journal:FILE, FILE.log or an Optuna URL (default <out>/tune.db)",
-    )
-    p.add_argument("--study-name", default=None, help="default: tdopt-<task>-b<budget>[-<metric>]")
-    p.add_argument("--workers", type=int, default=1, help="local processes sharing the storage")
-    p.add_argument("--seed", type=int, default=0, help="base seed: trial k runs with seed+k")
-    p.add_argument("--sampler", choices=tt.SAMPLERS, default="tpe")
-    p.add_argument("--startup", type=int, default=10, help="random startup trials of the sampler")
-    p.add_argument("--pruner", choices=("median", "none"), default="median")
-    p.add_argument("--prune-warmup", type=float, default=0.2, help="no pruning before this fraction of the budget")
-    p.add_argument("--modes", default=",".join(tt.MODES), help="radius modes to search (comma separated)")
+    p = argparse.ArgumentParser(prog="python -m benchmarks tune", description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", required=True, help=f"task or comma-separated tasks of {', '.join(TASK_NAMES)}")
+    p.add_argument("--trials", type=int, default=50, help="trials this process runs (default 50)")
+    p.add_argument("--max-trials", type=int, default=None, help="stop at this many complete+pruned trials in all")
+    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="loss evaluations per run")
+    p.add_argument("--metric", choices=METRICS, default="val_loss")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (config, plots, default storage)")
+    p.add_argument("--name", default=None, help="output file prefix (default: the tasks joined by '+')")
+    p.add_argument("--storage", default=None, help="FILE.db, FILE.log, journal:FILE or an Optuna URL")
+    p.add_argument("--study-name", default=None, help="default: tdopt-<tasks>-b<budget>-<metric>")
+    p.add_argument("--seed", type=int, default=0, help="trial k runs with seed+k")
+    p.add_argument("--reference-seeds", type=int, default=1, help="seeds of the default config's reference")
+    p.add_argument("--modes", default=",".join(tt.MODES), help="radius modes (comma separated)")
     p.add_argument("--radius-range", type=_pair(float), default=(1e-3, 1e2), metavar="LO,HI")
     p.add_argument("--quantile-range", type=_pair(float), default=(0.05, 0.95), metavar="LO,HI")
-    p.add_argument("--popsize-range", type=_pair(int), default=None, metavar="LO,HI", help="also tune popsize")
     p.add_argument("--lr-range", type=_pair(float), default=None, metavar="LO,HI", help="also tune lr")
-    p.add_argument("--fixed", type=json.loads, default={}, help="fixed TDOpt options as JSON, e.g. '{\"popsize\": 32}'")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per worker")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per trial process (default 1)")
+    p.add_argument("--popsize-range", type=_pair(int), default=None, metavar="LO,HI", help="also tune popsize")
+    p.add_argument("--fixed", type=json.loads, default={}, help="fixed TDOpt options (JSON): '{\"popsize\": 32}'")
+    p.add_argument("--timeout", type=float, default=None, help="seconds for this process")
+    p.add_argument("--validate", type=int, default=0, metavar="N", help="judge on N held-out seeds and the test set")
+    p.add_argument("--validate-seed", type=int, default=10000, help="first held-out seed")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument(
-        "--validate",
-        type=int,
-        default=0,
-        metavar="N",
-        help="afterwards run the best options and tdopt's defaults on N held-out seeds (into the JSON)",
-    )
-    p.add_argument("--validate-seed", type=int, default=10000, help="first held-out seed (default 10000)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    import optuna
+
     args = build_parser().parse_args(argv)
-    space = tt.SearchSpace(
-        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
-        radius=args.radius_range,
-        auto_quantile=args.quantile_range,
-        popsize=args.popsize_range,
-        lr=args.lr_range,
-        fixed=args.fixed,
-    )
-    out: Path = args.out
-    name = args.name or args.task
-    storage = args.storage or f"sqlite:///{_display_path(out / 'tune.db')}"
-    study_name = args.study_name or tt.default_study_name(args.task, args.budget, args.metric)
-    print(
-        f"tuning tdopt on {args.task}: study {study_name!r} in {tt.redact_storage(storage)}, "
-        f"{args.workers} worker(s) x {args.trials} trials, budget {args.budget} evals, metric {args.metric}",
-        flush=True,
-    )
-    start = time.perf_counter()
-    study = tt.tune_task(
-        args.task,
-        budget=args.budget,
-        metric=args.metric,
-        target=args.target,
-        study_name=study_name,
-        pruner=args.pruner,
-        prune_warmup=args.prune_warmup,
-        n_trials=args.trials,
-        max_trials=args.max_trials,
-        space=space,
-        storage=storage,
-        seed=args.seed,
-        sampler=args.sampler,
-        n_startup_trials=args.startup,
-        workers=args.workers,
-        timeout=args.timeout,
-        torch_threads=args.threads,
-    )
-    elapsed = time.perf_counter() - start
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+    modes = tuple(m.strip() for m in args.modes.split(","))
+    space = tt.SearchSpace(modes, args.radius_range, args.quantile_range, args.lr_range, args.popsize_range)
+    storage = args.storage or str(args.out / "tune.db")
+    args.out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    keys = ("study_name", "metric", "seed", "reference_seeds", "fixed", "max_trials", "timeout")
+    study = tune_task(tasks, args.budget, args.trials, storage, space=space, **{k: getattr(args, k) for k in keys})
     try:
-        config = tt.best_config(study, task=args.task)
+        config = best_config(study)
     except ValueError as exc:
         print(f"no result: {exc}", file=sys.stderr)
         return 1
-    config["storage"] = tt.redact_storage(storage)
-    _print_summary(study, config, elapsed)
+    _print_summary(study, config)
     if args.validate > 0:
-        seeds = list(range(args.validate_seed, args.validate_seed + args.validate))
-        config["validation"] = validate(args.task, args.budget, config["options"], seeds)
-    path = tt.write_config(config, out / f"{name}.json")
-    print(f"wrote {_display_path(path)}")
+        seeds = range(args.validate_seed, args.validate_seed + args.validate)
+        config["validation"] = validate(tasks, args.budget, config["options"], seeds)
+    name = args.name or "+".join(tasks)
+    print(f"wrote {write_config(config, args.out / f'{name}.json')}")
     if not args.no_plots:
         import matplotlib
 
-        matplotlib.use("Agg")
-        for plot in tt.save_plots(study, out, name):
-            print(f"wrote {_display_path(plot)}")
-    print(f"benchmark it: python -m benchmarks --config {_display_path(path)}")
+        matplotlib.use("Agg")  # files only: no display needed
+    for path in [] if args.no_plots else tt.save_plots(study, args.out, name):
+        print(f"wrote {path}")
     return 0
 
 
-def _display_path(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def validate(task: str, budget: int, options: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
-    """The tuned options and tdopt's benchmark defaults on held-out seeds (winner's-curse check).
-
-    A trial's value comes from one seed, so the best trial's value is optimistic; these
-    runs use seeds no trial used.
-    """
-    from benchmarks.runner import run_one
-
-    out: dict[str, Any] = {"seeds": seeds, "budget": budget}
-    for label, opts in (("tuned", options), ("tdopt-default", None)):
-        records = [run_one(task, "tdopt", seed, budget, options=opts) for seed in seeds]
-        losses = [float(r["train_loss"]) for r in records]
-        accs = [float(r["test_acc"]) for r in records]
-        out[label] = {
-            "options": records[0]["options"],
-            "train_loss": losses,
-            "test_acc": accs,
-            "median_train_loss": statistics.median(losses),
-            "mean_test_acc": statistics.fmean(accs),
-        }
-        print(
-            f"held-out seeds {seeds[0]}..{seeds[-1]}, {label:>13}: median train loss "
-            f"{out[label]['median_train_loss']:.4g}, mean test acc {out[label]['mean_test_acc']:.4f}"
-        )
-    return out
-
-
-def _print_summary(study: Any, config: dict[str, Any], elapsed: float) -> None:
+def _print_summary(study: Any, config: dict[str, Any]) -> None:
     from optuna.trial import TrialState
 
-    states = config["trial_states"]
-    print(
-        f"\n{config['trials']} finished trials ({states['COMPLETE']} complete, {states['PRUNED']} pruned, "
-        f"{states['FAIL']} failed) in {elapsed:.0f} s this run"
-    )
+    print(f"study {study.study_name!r}: {config['trial_states']}; references {config['references']}")
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
-    print(f"{'trial':>5}  {'value':>10}  {'seed':>5}  options")
     for t in complete[:5]:
         value = f"{t.value:.4g}" if math.isfinite(t.value) else str(t.value)
-        options = json.dumps(t.user_attrs.get("options"))
-        print(f"{t.number:>5}  {value:>10}  {t.user_attrs.get('seed', ''):>5}  {options}")
-    print(f"\nbest: trial {config['best_trial']} (seed {config['seed']}), {config['metric']} = {config['value']:.6g}")
-    print(f"best params: {json.dumps(config['params'])}")
-    print(f"best TDOpt options: {json.dumps(config['options'])}")
+        print(f"trial {t.number:>4}  value {value:>8}  {json.dumps(t.user_attrs.get('options'))}")
+    print(
+        f"best: trial {config['best_trial']}, median ratio to the default {config['value']:.4g}, "
+        f"options {json.dumps(config['options'])}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,12 +1,10 @@
-"""Optuna radius tuning: search space, persistence/resume after a kill, parallel workers,
-NaN trials, pruning, replay, the tuned JSON and the CLI (tiny objectives, tiny budgets)."""
+"""tdopt.tune (the thin Optuna layer) and benchmarks.tune (the validation objective on tasks)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,106 +14,59 @@ import pytest
 import torch
 
 optuna = pytest.importorskip("optuna")
-
 from optuna.trial import FixedTrial, TrialState  # noqa: E402
 
+import tdopt  # noqa: E402
 from tdopt import tune as tt  # noqa: E402
 
-TESTS_DIR = Path(__file__).resolve().parent
-REPO = TESTS_DIR.parent
+REPO = Path(__file__).resolve().parents[1]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_optuna():
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(level)
+def toy(trial, options) -> float:
+    """A cheap objective of the options: best at radius 1, the auto rule and the gap rule worse."""
+    radius = options["radius"]
+    if isinstance(radius, float):
+        return abs(math.log(radius))
+    return 0.5 + options.get("quantile", 0.0)
 
 
-# ----------------------------------------------------------------------------- objectives
-# Module-level (picklable) so spawned worker processes can import them as test_tune.<name>.
-def toy(run: tt.TrialRun) -> float:
-    """Analytic objective of the options: best near radius 1 (fixed) or quantile 0.3."""
-    o = run.options
-    if o["radius"] != "auto":
-        value = math.log10(o["radius"]) ** 2
-    elif o["auto_rule"] == "quantile":
-        value = (o["auto_quantile"] - 0.3) ** 2 + 0.05
-    else:
-        value = 0.5
-    for k in range(1, 4):
-        run.report(10 * k, value + 1.0 / k)
-    return value + 1e-6 * run.seed
-
-
-def slow_toy(run: tt.TrialRun) -> float:
-    time.sleep(0.15)
-    return toy(run)
-
-
-def nan_on_even(run: tt.TrialRun) -> float:
-    if run.trial.number % 4 == 0:
-        return math.nan
-    if run.trial.number % 4 == 2:
-        return -math.inf
-    return toy(run)
-
-
-def sphere_tdopt(run: tt.TrialRun) -> float:
-    """A real TDOpt run on an 8-D sphere (small budget)."""
-    torch.manual_seed(run.seed)
-    x = torch.nn.Parameter(torch.randn(8) + 2.0)
-    opt = run.optimizer([x], lr=0.3)
-    loss = math.inf
-    while opt.evaluations < 150:
-        loss = float(opt.step(lambda: (x**2).sum()))
-        run.report(opt.evaluations, loss)
-    return loss
-
-
-def _counts(study) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-    return out
+def _finished(study) -> list:
+    return [t for t in study.trials if t.state.is_finished()]
 
 
 # ----------------------------------------------------------------------------- search space
-def test_space_conditional_options():
-    space = tt.SearchSpace()
-    assert space.suggest(FixedTrial({"radius_mode": "fixed", "radius": 0.5})) == {"radius": 0.5}
-    assert space.suggest(FixedTrial({"radius_mode": "quantile", "auto_quantile": 0.25})) == {
+def test_suggest_options_modes():
+    assert tt.suggest_options(FixedTrial({"radius_mode": "fixed", "radius": 0.5})) == {"radius": 0.5}
+    assert tt.suggest_options(FixedTrial({"radius_mode": "auto", "quantile": 0.25})) == {
         "radius": "auto",
-        "auto_rule": "quantile",
-        "auto_quantile": 0.25,
+        "quantile": 0.25,
     }
-    assert space.suggest(FixedTrial({"radius_mode": "gap"})) == {"radius": "auto", "auto_rule": "gap"}
+    assert tt.suggest_options(FixedTrial({"radius_mode": "gap"})) == {"radius": "gap"}
+    one = tt.SearchSpace(modes=("fixed",), lr=(0.1, 10.0))  # one mode: no categorical parameter
+    assert tt.suggest_options(FixedTrial({"radius": 2.0, "lr": 1.0}), one) == {"radius": 2.0, "lr": 1.0}
 
 
-def test_space_distributions_log_scale_and_extras():
-    space = tt.SearchSpace(popsize=(8, 64), lr=(1e-3, 1.0), fixed={"antithetic": True})
+def test_suggest_options_gives_only_combinations_tdopt_accepts():
+    space = tt.SearchSpace(lr=(0.1, 10.0), popsize=(4, 64))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(20):
+    # the new TDOpt takes ``quantile``; an older one is still checked against the API's rules
+    new_api = "quantile" in inspect.signature(tdopt.TDOpt).parameters
+    seen = set()
+    for _ in range(30):
         trial = study.ask()
-        options = space.suggest(trial)
-        assert options["popsize"] % 2 == 0 and options["antithetic"] is True
+        options = tt.suggest_options(trial, space)
         study.tell(trial, 0.0)
-    dists = {}
-    for t in study.trials:
-        dists.update(t.distributions)
-    assert dists["radius"].log and dists["lr"].log and dists["popsize"].log
-    assert not dists["auto_quantile"].log
-    assert set(dists["radius_mode"].choices) == set(tt.MODES)
-    assert space.dimension == 5
-    assert tt.SearchSpace.from_dict(space.to_dict()) == space
-
-
-def test_space_single_mode_is_one_dimensional():
-    space = tt.SearchSpace(modes=("fixed",), radius=(0.01, 10.0))
-    assert space.dimension == 1
-    trial = FixedTrial({"radius": 2.0})
-    assert space.suggest(trial) == {"radius": 2.0}  # no radius_mode parameter is asked for
+        radius = options["radius"]
+        seen.add(radius if isinstance(radius, str) else "fixed")
+        assert ("quantile" in options) == (radius == "auto")  # quantile only with radius="auto"
+        assert radius in ("auto", "gap") or (isinstance(radius, float) and radius > 0)
+        assert isinstance(options["popsize"], int) and 4 <= options["popsize"] <= 64
+        if new_api:
+            tdopt.TDOpt([torch.zeros(3, requires_grad=True)], seed=0, **options)
+    assert seen == {"fixed", "auto", "gap"}
+    dists = {k: v for t in study.trials for k, v in t.distributions.items()}
+    assert dists["radius"].log and dists["lr"].log and dists["popsize"].log and not dists["quantile"].log
 
 
 @pytest.mark.parametrize(
@@ -124,324 +75,138 @@ def test_space_single_mode_is_one_dimensional():
         {"modes": ("fixed", "bogus")},
         {"modes": ()},
         {"radius": (0.0, 1.0)},
-        {"radius": (2.0, 1.0)},
-        {"auto_quantile": (0.1, 1.5)},
+        {"quantile": (0.1, 1.5)},
         {"popsize": (1, 8)},
-        {"fixed": {"radius": 1.0}},
-        {"fixed": {"seed": 1}},
-        {"lr": (1e-3, 1.0), "fixed": {"lr": 0.1}},
     ],
 )
-def test_space_validation(kwargs):
+def test_search_space_validation(kwargs):
     with pytest.raises(ValueError):
         tt.SearchSpace(**kwargs)
 
 
-def test_storage_specs(tmp_path):
-    from optuna.storages import InMemoryStorage, JournalStorage, RDBStorage
-
-    assert isinstance(tt.make_storage(None), InMemoryStorage)
-    assert isinstance(tt.make_storage(":memory:"), InMemoryStorage)
-    assert isinstance(tt.make_storage(f"journal:{tmp_path / 'a' / 'j'}"), JournalStorage)
-    assert isinstance(tt.make_storage(tmp_path / "b.log"), JournalStorage)
-    rdb = tt.make_storage(tmp_path / "c.db")
-    assert isinstance(rdb, RDBStorage) and rdb.heartbeat_interval == 60
-    assert isinstance(tt.make_storage(f"sqlite:///{tmp_path / 'd.db'}", heartbeat_interval=None), RDBStorage)
-    assert tt.redact_storage("postgresql://me:secret@host:5432/db") == "postgresql://me:***@host:5432/db"
-    assert tt.redact_storage("sqlite:///x.db") == "sqlite:///x.db"
-
-
-def test_missing_optuna_gives_clear_error(monkeypatch):
-    import importlib.util
-
-    monkeypatch.setitem(sys.modules, "optuna", None)  # "import optuna" now raises ImportError
-    spec = importlib.util.spec_from_file_location("tdopt_tune_without_optuna", tt.__file__)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)  # the module itself imports without optuna
-    module.SearchSpace()
-    with pytest.raises(ImportError, match=r"tdopt\[tune\]"):
-        module.tune(toy)
-    with pytest.raises(ImportError, match=r"tdopt\[tune\]"):
-        module.make_storage("x.db")
+# ----------------------------------------------------------------------------- import hygiene
+def test_tdopt_imports_without_optuna_and_never_imports_benchmarks():
+    script = (
+        "import sys\n"
+        "sys.modules['optuna'] = None; sys.modules['benchmarks'] = None  # both unavailable\n"
+        "import tdopt, tdopt.tune\n"
+        "try:\n"
+        "    tdopt.tune.create_study('x')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pip install" in out.stdout and "tune" in out.stdout
+    sources = "\n".join(p.read_text() for p in (REPO / "tdopt").glob("*.py"))
+    assert "import benchmarks" not in sources and "from benchmarks" not in sources
 
 
-# ----------------------------------------------------------------------------- tune
-def test_tune_sqlite_seeds_replay_and_config(tmp_path):
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    study = tt.tune(sphere_tdopt, n_trials=4, storage=storage, study_name="sph", seed=11, pruner="none")
-    assert [t.number for t in study.trials] == list(range(4))
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    assert [t.user_attrs["seed"] for t in study.trials] == [11 + k for k in range(4)]
-    best = study.best_trial
-    assert tt.replay(study, best.number, sphere_tdopt) == best.value  # a trial replays exactly
-    config = tt.best_config(study, task="toy")
-    assert config["optimizer"] == "tdopt" and config["value"] == best.value and config["trials"] == 4
-    assert config["options"] == best.user_attrs["options"] and config["seed"] == 11 + best.number
-    path = tt.write_config(config, tmp_path / "out" / "toy.json")
-    assert tt.load_config(path) == json.loads(json.dumps(config))
+# ----------------------------------------------------------------------------- persistence
+@pytest.mark.parametrize("name", ["study.db", "study.log"])
+def test_study_persists_and_resumes(tmp_path, name):
+    storage = str(tmp_path / name)
+    first = tt.tune(toy, 3, "resume", storage, attrs={"what": "toy"})
+    before = [(t.number, t.value, t.params) for t in first.trials]
+    again = tt.tune(toy, 2, "resume", storage, attrs={"what": "toy"})  # a new process would do the same
+    assert [t.number for t in again.trials] == list(range(5))  # numbering continues
+    assert [(t.number, t.value, t.params) for t in again.trials[:3]] == before  # finished trials are kept
+    assert all(t.user_attrs["options"] == tt.suggest_options(FixedTrial(t.params)) for t in again.trials)
+    with pytest.raises(ValueError, match="created with"):  # one study never mixes two objectives
+        tt.create_study("resume", storage, attrs={"what": "another"})
+    assert len(tt.tune(toy, 5, "resume", storage, max_trials=6).trials) == 6  # tops up to 6 in all
 
 
-def test_nan_and_inf_trials_fail_and_are_never_best(tmp_path):
-    study = tt.tune(nan_on_even, n_trials=8, storage=None, seed=0, pruner="none")
-    states = {t.number: t.state for t in study.trials}
-    assert all(states[n] == TrialState.FAIL for n in (0, 2, 4, 6))
-    assert all(states[n] == TrialState.COMPLETE for n in (1, 3, 5, 7))
-    assert study.best_trial.number % 2 == 1 and math.isfinite(study.best_value)
-    assert "non-finite" in study.trials[0].user_attrs["failure"]
-    assert tt.best_config(study)["trial_states"]["FAIL"] == 4
+def test_non_finite_values_fail_the_trial():
+    study = tt.tune(lambda trial, options: math.inf if trial.number % 2 else 1.0, 4, "nan")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL] * 2
+    assert study.best_value == 1.0
 
 
-def test_all_failed_study_has_no_config():
-    study = tt.tune(lambda run: math.nan, n_trials=2, storage=None, pruner="none")
-    with pytest.raises(ValueError, match="no completed trial"):
-        tt.best_config(study)
-
-
-def test_median_pruner_stops_bad_trials():
-    def curve(run):
-        # trial 0-2: good curves; later: bad ones (pruned at the first report past warm-up)
-        bad = run.trial.number >= 3
-        for step in (10, 20, 30, 40):
-            run.report(step, (10.0 if bad else 1.0) / step)
-        return 10.0 if bad else 0.1
-
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=15)
-    study = tt.tune(curve, n_trials=6, storage=None, pruner=pruner)
-    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
-    assert [t.number for t in pruned] == [3, 4, 5]
-    assert all(max(t.intermediate_values) == 20 for t in pruned)  # stopped at the first step past warm-up
-
-
-def test_report_grid_aligns_steps():
-    study = optuna.create_study()
-    trial = study.ask()
-    run = tt.TrialRun(trial, {}, 0, report_grid=100)
-    run.report(17, 5.0)
-    run.report(150, 4.0)
-    run.report(170, math.nan)  # non-finite: not reported
-    run.report(420, 3.0)
-    study.tell(trial, 3.0)
-    assert study.trials[0].intermediate_values == {100: 4.0, 200: 3.0, 300: 3.0, 400: 3.0}
-
-
-def test_optimizer_helper_rejects_overriding_tuned_options():
-    run = tt.TrialRun(FixedTrial({}), {"radius": 0.5, "popsize": 8}, seed=3)
-    x = torch.nn.Parameter(torch.zeros(3))
-    opt = run.optimizer([x], lr=0.2)
-    assert opt.defaults["radius"] == 0.5 and opt.defaults["popsize"] == 8 and opt.defaults["seed"] == 3
-    with pytest.raises(ValueError, match="set by the trial"):
-        run.optimizer([x], popsize=16)
-
-
-def test_resumed_study_with_other_settings_is_refused(tmp_path):
-    storage = str(tmp_path / "r.db")
-    tt.tune(toy, n_trials=1, storage=storage, study_name="x", seed=0)
-    with pytest.raises(ValueError, match="other settings"):
-        tt.tune(toy, n_trials=1, storage=storage, study_name="x", seed=0, space=tt.SearchSpace(modes=("gap",)))
-
-
-def test_max_trials_tops_up(tmp_path):
-    storage = str(tmp_path / "m.log")
-    tt.tune(toy, n_trials=3, storage=storage, study_name="m", pruner="none")
-    study = tt.tune(toy, n_trials=10, max_trials=5, storage=storage, study_name="m", pruner="none")
-    assert len(study.trials) == 5
-    study = tt.tune(toy, n_trials=10, max_trials=5, storage=storage, study_name="m", pruner="none")
-    assert len(study.trials) == 5
-
-
-@pytest.mark.parametrize("sampler", ["cmaes", "random"])
-def test_other_samplers_are_seeded(sampler):
-    space = tt.SearchSpace(modes=("fixed",))  # 1-D continuous space: CMA-ES models it (Optuna 5)
-    runs = [
-        [t.params for t in tt.tune(toy, n_trials=12, storage=None, sampler=sampler, space=space, seed=4).trials]
-        for _ in range(2)
-    ]
-    assert runs[0] == runs[1]
-
-
-# ----------------------------------------------------------------------------- persistence and workers
-KILL_SCRIPT = """
-import sys
-sys.path.insert(0, {tests!r})
-import optuna
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-from test_tune import slow_toy
+WORKER = """
+import math, optuna, sys
 from tdopt.tune import tune
-tune(slow_toy, n_trials=1000, storage={storage!r}, study_name="resume", seed=7)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+tune(lambda trial, options: abs(math.log(options["radius"])) if isinstance(options["radius"], float) else 1.0,
+     3, "par", sys.argv[1])
 """
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_resume_after_kill_keeps_completed_trials(tmp_path, kind):
-    storage = str(tmp_path / ("study.db" if kind == "sqlite" else "study.log"))
-    script = KILL_SCRIPT.format(tests=str(TESTS_DIR), storage=storage)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "the tuning process ended by itself"
-            assert time.monotonic() < deadline, "no trials completed in time"
-            time.sleep(0.05)
-            if not os.path.exists(tmp_path / "study.db") and kind == "sqlite":
-                continue
-            try:
-                study = optuna.load_study(study_name="resume", storage=tt.make_storage(storage))
-            except KeyError:  # the study is not created yet
-                continue
-            if len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) >= 3:
-                break
-        os.kill(proc.pid, signal.SIGKILL)  # mid-study (most likely mid-trial: each trial sleeps)
-    finally:
-        proc.kill()
-        proc.wait()
-    before = optuna.load_study(study_name="resume", storage=tt.make_storage(storage)).trials
-    finished = {t.number: t for t in before if t.state.is_finished()}
-    running = [t.number for t in before if t.state == TrialState.RUNNING]
-    assert len(finished) >= 3
-
-    study = tt.tune(slow_toy, n_trials=2, storage=storage, study_name="resume", seed=7)
-    after = study.trials
-    assert [t.number for t in after] == list(range(len(before) + 2))  # numbering continues
-    for number, old in finished.items():  # every finished trial is kept as it was
-        new = after[number]
-        assert (new.state, new.value, new.params) == (old.state, old.value, old.params)
-    for number in running:  # the killed trial is failed (its process is dead), not lost or left running
-        if "process" in before[number].user_attrs:  # (unless killed before the trial recorded its process)
-            assert after[number].state == TrialState.FAIL
-    assert all(t.state.is_finished() for t in after[len(before) :])
-    assert [t.user_attrs["seed"] for t in after[len(before) :]] == [7 + n for n in range(len(before), len(after))]
+@pytest.mark.parametrize("name", ["w.log", "w.db"])
+def test_two_processes_share_one_storage(tmp_path, name):
+    storage = str(tmp_path / name)
+    tt.create_study("par", storage)  # the first command creates the storage; the others join it
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, storage], cwd=REPO) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    study = tt.create_study("par", storage)
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-@pytest.mark.parametrize(("kind", "context"), [("sqlite", "fork"), ("journal", "spawn")])
-def test_two_workers_share_one_storage(tmp_path, kind, context):
-    storage = f"sqlite:///{tmp_path / 'w.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'w.journal'}"
-    workers, trials = 2, 3
-    study = tt.tune(
-        toy, n_trials=trials, workers=workers, storage=storage, study_name="par", seed=1, mp_context=context
-    )
-    assert len(study.trials) == workers * trials
-    assert sorted(t.number for t in study.trials) == list(range(workers * trials))
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
-    pids = {t.user_attrs["process"]["pid"] for t in study.trials}
-    assert len(pids) == workers and os.getpid() not in pids
-    params = [json.dumps(t.params, sort_keys=True) for t in study.trials if len(t.params) > 1]  # "gap": no float
-    assert len(set(params)) == len(params)  # workers use different sampler seeds
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_stale_running_trial_is_failed_by_heartbeat_and_retried(tmp_path):
+    storage = tt.make_storage(str(tmp_path / "hb.db"), heartbeat_interval=1, grace_period=1)
+    study = tt.create_study("hb", storage)
+    trial = study.ask()
+    tt.suggest_options(trial)
+    storage.record_heartbeat(trial._trial_id)  # what optimize() does; then the process is killed
+    time.sleep(2.2)  # SQLite keeps heartbeats in whole seconds
+    study = tt.create_study("hb", storage)  # a resumed command fails the stale trial at once
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.WAITING]  # and enqueues it again (retries=1)
+    study = tt.tune(toy, 1, "hb", storage)
+    assert study.trials[1].state == TrialState.COMPLETE and study.trials[1].params == trial.params
 
 
-def test_only_dead_trials_of_this_machine_are_failed():
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    here = tt._process_identity()
-    study = optuna.create_study()
-    identities = [
-        {**here, "pid": dead.pid},  # this machine, process gone: FAIL
-        {**here, "pid": os.getpid()},  # this machine, alive: kept RUNNING
-        {**here, "pid": dead.pid, "pidns": "another-container"},  # another PID namespace: kept
-        {**here, "pid": dead.pid, "host": "another-host"},  # another machine: the heartbeat's job
-        None,  # no record (killed before writing it): kept
-    ]
-    for identity in identities:
-        trial = study.ask()
-        if identity is not None:
-            trial.set_user_attr("process", identity)
-    assert tt._fail_dead_local_trials(study) == [0]
-    assert [t.state for t in study.trials] == [TrialState.FAIL] + [TrialState.RUNNING] * 4
-
-
-def test_journal_lock_of_a_dead_process_is_broken_at_once(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    path = str(tmp_path / "j.log")
-    lock = tt._OwnedFileLock(path, grace_period=30)
-    here = tt._process_identity()
-    cases = [
-        ({**here, "pid": dead.pid}, 0, True),  # owner died here: stale at once
-        ({**here, "pid": os.getpid()}, 0, False),  # owner alive
-        ({**here, "pid": dead.pid, "host": "elsewhere"}, 0, False),  # another machine: wait for the grace period
-        ({**here, "pid": dead.pid, "host": "elsewhere"}, 60, True),  # ... which has passed
-    ]
-    for owner, age, stale in cases:
-        Path(path + ".lock").write_text(json.dumps(owner))
-        past = time.time() - age
-        os.utime(path + ".lock", (past, past))
-        assert lock._stale(Path(path + ".lock").read_text()) is stale
-    Path(path + ".lock").write_text(json.dumps({**here, "pid": dead.pid}))
-    start = time.monotonic()
-    assert lock.acquire() and time.monotonic() - start < 5
-    assert json.loads(Path(path + ".lock").read_text())["pid"] == os.getpid()
-    lock.release()
-    assert os.listdir(tmp_path) == []
-
-
-def _open_study(path: str) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.create_study(storage=tt.make_storage(path), study_name="race", load_if_exists=True)
-
-
-def test_processes_opening_a_new_sqlite_file_at_once(tmp_path):
-    # without make_storage's retry most of them fail: "table studies already exists" /
-    # a duplicate alembic_version row, as they race to create the schema
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_open_study, args=(str(tmp_path / "new.db"),)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-
-
-def test_workers_need_a_persistent_storage():
-    with pytest.raises(ValueError, match="persistent"):
-        tt.tune(toy, workers=2, storage=None)
-    with pytest.raises(ValueError, match="sampler by name"):
-        tt.tune(toy, workers=2, storage="x.db", sampler=optuna.samplers.RandomSampler())
-
-
-# ----------------------------------------------------------------------------- plots
 def test_save_plots(tmp_path):
-    study = tt.tune(toy, n_trials=8, storage=None, seed=2)
-    paths = tt.save_plots(study, tmp_path, "toy")
-    names = sorted(p.name for p in paths)
-    assert "toy-history.png" in names and "toy-intermediate.png" in names
-    assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    def reported(trial, options):
+        for step in range(3):
+            trial.report(toy(trial, options) + 1 / (step + 1), step)
+        return toy(trial, options)
+
+    study = tt.tune(reported, 6, "plots", sampler=optuna.samplers.RandomSampler(seed=0))
+    paths = tt.save_plots(study, tmp_path, "p")
+    assert sorted(p.name for p in paths) == ["p-history.png", "p-intermediate.png", "p-slice.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
 
 
-# ----------------------------------------------------------------------------- benchmark round trip
-def _runner():
-    return pytest.importorskip("benchmarks.runner", reason="the benchmark runner is not there yet")
+# ----------------------------------------------------------------------------- benchmark glue
+def test_validation_split_is_carved_from_train_and_disjoint_from_test():
+    bt = pytest.importorskip("benchmarks.tune")
+    from benchmarks.tasks import get_task
+
+    task = get_task("two-moons")
+    split = bt.validation_task(task)
+    rows = lambda x: {tuple(r) for r in x.tolist()}  # noqa: E731
+    fit, val, train, test = rows(split.x_train), rows(split.x_test), rows(task.x_train), rows(task.x_test)
+    assert not fit & val and fit | val == train  # a partition of the training set
+    assert not val & test and not fit & test  # the test set plays no part
+    assert len(val) == round(0.2 * task.n_train)
+    assert torch.equal(bt.validation_task(task).x_test, split.x_test)  # a fixed split
 
 
-def test_task_objective_validation():
-    with pytest.raises(ValueError):
-        tt.TaskObjective("two-moons", 100, metric="accuracy")
-    with pytest.raises(ValueError):
-        tt.TaskObjective("two-moons", 100, metric="evals_to_target")
-    with pytest.raises(ValueError):
-        tt.TaskObjective("two-moons", 0)
+def test_tune_task_scores_against_the_default_and_replays(tmp_path):
+    bt = pytest.importorskip("benchmarks.tune")
+    space = tt.SearchSpace(modes=("fixed",))
+    study = bt.tune_task(["two-moons", "sum-mod-tiny"], 40, 2, str(tmp_path / "t.db"), space=space)
+    refs = {t: study.user_attrs[f"reference:{t}"] for t in ("two-moons", "sum-mod-tiny")}
+    assert all(0 < v < 10 for v in refs.values())
+    for t in study.trials:
+        ratios = t.user_attrs["ratios"]
+        assert t.value == pytest.approx(sorted(ratios.values())[0] / 2 + sorted(ratios.values())[1] / 2)
+    assert bt.replay(study, 1) == study.trials[1].value  # same options and seed, same value
+    config = bt.best_config(study)
+    assert config["task"] is None and config["tasks"] == ["two-moons", "sum-mod-tiny"]
+    path = bt.write_config(config, tmp_path / "c.json")
+    assert bt.load_config(path)["options"] == study.best_trial.user_attrs["options"]
 
 
-def test_cli_writes_config_that_the_benchmark_runs(tmp_path):
-    runner = _runner()
-    from benchmarks import tune as cli
-    from benchmarks.tasks import TASK_NAMES
+def test_cli_writes_a_config_the_benchmark_loads(tmp_path):
+    bt = pytest.importorskip("benchmarks.tune")
+    from benchmarks.__main__ import load_tuned
 
-    task = "two-moons" if "two-moons" in TASK_NAMES else TASK_NAMES[0]
-    out = tmp_path / "tuned"
-    argv = ["--task", task, "--trials", "3", "--budget", "120", "--out", str(out), "--seed", "5", "--startup", "2"]
-    assert cli.main(argv) == 0
-    config = tt.load_config(out / f"{task}.json")
-    assert {"task", "optimizer", "options", "value", "study", "trials"} <= set(config)
-    assert config["task"] == task and config["optimizer"] == "tdopt" and config["trials"] == 3
-    assert (out / "tune.db").exists()
-    for suffix in ("history", "intermediate"):
-        assert (out / f"{task}-{suffix}.png").exists()
-    record = runner.run_one(task, "tdopt", config["seed"], 120, options=config["options"])
-    assert math.isfinite(record["train_loss"])
-    if config["trial_states"]["COMPLETE"] and config["metric"] == "train_loss":
-        assert record["train_loss"] == pytest.approx(config["value"])  # the best trial replays
-    # rerunning with --trials 0 resumes the same study and only re-exports
-    assert cli.main([*argv[:2], "--trials", "0", *argv[4:]]) == 0
-    assert tt.load_config(out / f"{task}.json")["trials"] == 3
+    argv = ["--task", "two-moons", "--trials", "1", "--budget", "30", "--modes", "fixed", "--out", str(tmp_path)]
+    assert bt.main([*argv, "--no-plots"]) == 0
+    config = json.loads((tmp_path / "two-moons.json").read_text())
+    assert config["task"] == "two-moons" and (tmp_path / "tune.db").exists()
+    assert load_tuned([str(tmp_path / "two-moons.json")]) == {"two-moons": config["options"]}
