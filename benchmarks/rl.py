@@ -253,7 +253,11 @@ def episode_closure(
 # --------------------------------------------------------------------------- training loops
 def _record(episodes: int, env_name: str, params: Tensor, centre: Tensor | None, t0: float) -> dict[str, Any]:
     """A milestone record: the test return of ``params`` (and of ``centre`` when given)."""
-    rec = {"episodes": episodes, "test_return": float(test_return(params, env_name)), "wall_s": time.perf_counter() - t0}
+    rec = {
+        "episodes": episodes,
+        "test_return": float(test_return(params, env_name)),
+        "wall_s": time.perf_counter() - t0,
+    }
     if centre is not None:
         rec["centre_test_return"] = float(test_return(centre, env_name))
     return rec
