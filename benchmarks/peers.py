@@ -52,6 +52,7 @@ __all__ = [
     "SOURCES",
     "Peer",
     "PeerUnavailable",
+    "PeerFailure",
     "unavailable_reason",
     "make_peer",
     "default_popsize",
@@ -93,6 +94,10 @@ _BIG = 1e30  # stands in for a non-finite loss: every library here needs finite 
 
 class PeerUnavailable(RuntimeError):
     """The peer's library is not installed; ``str(exc)`` is the reason to record."""
+
+
+class PeerFailure(RuntimeError):
+    """The library failed inside ask/tell for a known reason; ``str(exc)`` says which."""
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -161,7 +166,13 @@ class NevergradPeer(Peer):
         self._asked: list[Any] = []
 
     def ask(self):
-        self._asked = [self.opt.ask() for _ in range(self.popsize)]
+        try:
+            self._asked = [self.opt.ask() for _ in range(self.popsize)]
+        except TypeError as exc:
+            # nevergrad 1.0.12's MetaModel (NGOpt's choice for small D, when (D+1)(D+2)/2 points
+            # fit the budget) calls float() on a 1-element array, an error under NumPy >= 2.4;
+            # at this project's network sizes and budgets NGOpt picks CMA and never gets here
+            raise PeerFailure(f"{self.name}: nevergrad failed in ask ({exc}); NumPy {np.__version__}") from exc
         return torch.from_numpy(np.stack([c.value for c in self._asked])).double()
 
     def tell(self, losses):

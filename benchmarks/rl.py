@@ -366,10 +366,13 @@ def throughput(env_name: str = "CartPole-v1", population: int = 64, episodes: in
 
 
 if __name__ == "__main__":
+    # python -m benchmarks.rl [SEED ...]: throughput, then TDOpt (its defaults) on CartPole for
+    # ~2000 episodes per seed, printing the test return of the policy in the params
+    import sys
+
     torch.set_num_threads(1)
     for env in ENVS:
-        print(throughput(env))
-    for run_seed in range(2):
-        recs = run_tdopt("CartPole-v1", run_seed, budget_episodes=2000, test_every=500)
-        for r in recs:
-            print(run_seed, {k: round(v, 1) for k, v in r.items()})
+        print({k: round(v) if isinstance(v, float) else v for k, v in throughput(env).items()})
+    for run_seed in [int(a) for a in sys.argv[1:]] or [0]:
+        for r in run_tdopt("CartPole-v1", run_seed, budget_episodes=2000, test_every=250):
+            print(f"seed {run_seed}", {k: round(v, 1) for k, v in r.items()}, flush=True)
