@@ -39,6 +39,10 @@ MODES = ("centre", "population")
 WEIGHTINGS = ("uniform", "rank")
 STEP_RULES = ("success", "csa")
 SCALE_LIMITS = (1e-12, 1e12)
+# The success rate that keeps the step size when the noise is shared within a generation: the
+# children are compared with the centre on the same sample, where half of them win by chance at
+# small steps, so the step shrinks as soon as curvature costs more than a few wins.
+NOISY_SUCCESS_TARGET = 0.45
 
 
 def _check_type(name: str, value: object, kinds: tuple[type, ...], what: str) -> None:
@@ -125,8 +129,10 @@ class State(NamedTuple):
     consensus (D,): the average proposed to the next generation (NaN when none).
     reference_loss: the loss the next children must beat (the last best child's).
     path (D,): CSA evolution path. radius, component_size: the last topology step.
-    noisy: whether a re-measured point changed its loss (None until known); noise_var: the
-    variance of one measurement, from repeated measurements of one point (NaN until known).
+    noise: what measuring a point again showed: ``"unknown"`` (not yet), ``"none"`` (the same
+    loss), ``"shared"`` (the same loss within a generation, another across generations, as
+    minibatches or seeded episodes give) or ``"independent"`` (another loss even within one
+    generation).
     started: whether a child has beaten its reference yet (until then failures halve the step).
     """
 
@@ -144,8 +150,7 @@ class State(NamedTuple):
     evaluations: int
     radius: float
     component_size: int
-    noisy: bool | None
-    noise_var: float
+    noise: str
     started: bool
 
 
@@ -176,8 +181,7 @@ def init(x0: Tensor, sigma: float | Tensor, config: Config) -> State:
         evaluations=0,
         radius=math.nan,
         component_size=0,
-        noisy=False if config.mode == "population" else config.noisy,
-        noise_var=math.nan,
+        noise="none" if config.mode == "population" or config.noisy is False else "unknown",
         started=False,
     )
 
@@ -194,21 +198,17 @@ def _checked_sigma(sigma: float | Tensor, x0: Tensor) -> Tensor:
 
 
 def _pending(state: State, config: Config) -> int:
-    """Rows measured before the children: the starting point on the first generation; in centre
-    mode the incumbent again on the second (a changed loss reveals noise) and every generation
-    of a noisy loss (its children are then compared with it on the same data); in population
-    mode the pending average."""
+    """Rows measured before the children. The starting point on the first generation. In centre
+    mode: the incumbent twice on the second (a changed loss reveals noise, and whether it is
+    shared within a generation); for a noisy loss the centre every generation, so that the
+    children are compared with it on the same data. In population mode: the pending average."""
     if state.generation == 0:
         return 1
-    if config.mode == "centre":
-        noisy = _noisy(state, config)
-        return int(noisy is True or (noisy is None and state.generation == 1))
-    return int(not bool(torch.isnan(state.consensus).any()))
-
-
-def _noisy(state: State, config: Config) -> bool | None:
-    """Whether the loss is noisy: as configured, else as detected (None: not known yet)."""
-    return state.noisy if config.noisy is None else config.noisy
+    if config.mode == "population":
+        return int(not bool(torch.isnan(state.consensus).any()))
+    if state.noise == "unknown":
+        return 2
+    return int(state.noise in ("shared", "independent"))
 
 
 def num_evaluations(state: State, config: Config) -> int:
@@ -232,12 +232,12 @@ def ask(state: State, config: Config, generator: torch.Generator) -> Tensor:
             raise ValueError(f"popsize changed from {state.population.shape[0]} to {p} in population mode")
         children = state.population + noise * (state.sigma * state.scale)
         pending = state.best if state.generation == 0 else state.consensus
+        rows = [pending[None]] if _pending(state, config) else []
     else:
         children = state.centre + noise * (state.sigma * state.scale)
         if not bool(torch.isnan(state.consensus).any()):
             children[0] = state.consensus
-        pending = state.best
-    rows = [pending[None]] if _pending(state, config) else []
+        rows = [state.best[None]] * _pending(state, config)
     return torch.cat([*rows, children])
 
 
@@ -281,29 +281,37 @@ def _same_loss(a: float, b: float) -> bool:
     return a == b or abs(a - b) <= 1e-6 * max(abs(a), abs(b))
 
 
+def _noise_kind(state: State, config: Config, first: float, second: float) -> str:
+    """What measuring the incumbent twice in one generation showed (see :class:`State`)."""
+    if not _same_loss(first, second):
+        return "independent"
+    if config.noisy or not _same_loss(first, state.best_loss):
+        return "shared"
+    return "none"
+
+
 def _tell_centre(state: State, config: Config, children: Tensor, pending: list[float], losses: list[float]) -> State:
-    """Comma selection for a deterministic loss: the best child is the next centre, the incumbent
-    the best point ever measured. For a noisy loss the incumbent is measured again with the
-    children, on the same data, and is the centre: a child replaces it by beating it there."""
+    """Comma selection. For a deterministic loss the best child is the next centre and the
+    component's average a child of the next generation; the incumbent is the best point ever
+    measured. For a noisy loss the component's average is the next centre and the incumbent:
+    an average of several selected children carries less of one sample's luck than the best
+    child does."""
     population, sorted_losses = _sorted(children, losses)
     average, members, radius = _component_average(population[: config.popsize // 2], config)
-    noisy, noise_var = _noisy(state, config), state.noise_var
-    reference = state.reference_loss
-    if pending:  # the incumbent, measured again
+    noise, reference = state.noise, state.reference_loss
+    if noise == "unknown" and pending:
+        noise = _noise_kind(state, config, pending[0], pending[1])
+    if pending:  # the incumbent (the centre of a noisy loss), measured again
         reference = pending[0]
-        noisy = not _same_loss(reference, state.best_loss) if noisy is None else noisy
-        if noisy and math.isfinite(reference - state.best_loss):
-            square = (reference - state.best_loss) ** 2 / 2
-            noise_var = square if math.isnan(noise_var) else 0.9 * noise_var + 0.1 * square
-    if noisy is False:
-        noise_var = 0.0
     wins, decided = _comparisons(losses, [reference] * len(losses))
-    if noisy:
-        best, best_loss = (population[0], sorted_losses[0]) if sorted_losses[0] < reference else (state.best, reference)
-        centre = best
+    nan = torch.full_like(state.centre, math.nan)
+    if noise in ("none", "unknown"):
+        centre, consensus = population[0], average if members.numel() > 1 else nan
+        best, best_loss = _incumbent(state, population[0], sorted_losses[0])
     else:
-        (best, best_loss), centre = _incumbent(state, population[0], sorted_losses[0]), population[0]
-    scale, path = _step_size(state, config, centre, wins, decided, noisy)
+        centre = best = average
+        best_loss, consensus = reference, nan
+    scale, path = _step_size(state, config, centre, (wins, decided), noise)
     return state._replace(
         centre=centre,
         scale=scale,
@@ -311,13 +319,12 @@ def _tell_centre(state: State, config: Config, children: Tensor, pending: list[f
         losses=torch.tensor(sorted_losses, dtype=torch.float64),
         best=best,
         best_loss=best_loss,
-        consensus=average if members.numel() > 1 else torch.full_like(centre, math.nan),
+        consensus=consensus,
         reference_loss=sorted_losses[0],
         path=path,
         radius=radius,
         component_size=members.numel(),
-        noisy=noisy,
-        noise_var=noise_var,
+        noise=noise,
         started=state.started or wins > 0,
     )
 
@@ -342,7 +349,7 @@ def _tell_population(
         consensus = average
     return state._replace(
         centre=best,
-        scale=_step_size(state, config, best, wins, decided, False)[0],
+        scale=_step_size(state, config, best, (wins, decided), "none")[0],
         population=population,
         losses=torch.tensor(member_losses, dtype=torch.float64),
         best=best,
@@ -385,23 +392,37 @@ def _comparisons(losses: list[float], references: list[float]) -> tuple[int, int
 
 
 def _step_size(
-    state: State, config: Config, centre: Tensor, wins: int, decided: int, noisy: bool | None
+    state: State,
+    config: Config,
+    centre: Tensor,
+    comparisons: tuple[int, int],
+    noise: str,
 ) -> tuple[float, Tensor]:
-    """The next step-size multiplier and CSA path.
+    """The next step-size multiplier and CSA path, from ``comparisons``: ``(wins, decided)`` of
+    the children against their reference.
 
     Ties decide nothing, so a plateau leaves the step size alone. Until a first win, failures
     halve it: a too-large initial step is found in a few generations rather than tens. With a
-    noisy loss, noise alone wins half the comparisons, so the multiplier never exceeds 1
-    (``sigma`` is the largest step)."""
-    scale, path = state.scale, state.path
-    if config.step_rule == "csa":
+    noise shared within the generation the children are compared with the centre on the same
+    sample and the success target is :data:`NOISY_SUCCESS_TARGET`; the step never exceeds
+    ``sigma`` (noise alone wins about half the comparisons). With an independent noise a
+    comparison says nothing about the step, and it stays."""
+    wins, decided = comparisons
+    scale, path, excess = state.scale, state.path, None
+    if noise == "shared":
+        if decided:
+            excess = (wins / decided - NOISY_SUCCESS_TARGET) / (1 - NOISY_SUCCESS_TARGET)
+    elif noise == "independent":
+        pass
+    elif config.step_rule == "csa":
         scale, path = _csa(state, centre, config)
     elif not state.started and wins == 0 and decided:
         scale = scale * 0.5
     elif decided:
         excess = (wins / decided - config.success_target) / (1 - config.success_target)
+    if excess is not None:
         scale = scale * math.exp(0.5 * config.adapt_rate * excess)
-    scale = min(max(scale, SCALE_LIMITS[0]), 1.0 if noisy else SCALE_LIMITS[1])
+    scale = min(max(scale, SCALE_LIMITS[0]), 1.0 if noise in ("shared", "independent") else SCALE_LIMITS[1])
     return scale, path
 
 

@@ -139,9 +139,10 @@ class TDOpt(Optimizer):
     largest single-linkage component at ``radius`` among the selected is averaged, and the
     average joins the next generation as a candidate. The parameters then hold the incumbent
     (replaced only by a strictly better point) and ``step`` returns its loss (0-d float64).
-    A step costs ``popsize`` evaluations, plus one on the first two steps (the starting point,
-    then the incumbent again to find out whether the loss is noisy), one every step for a noisy
-    loss and, with ``mode="population"``, one for each new average.
+    A step costs ``popsize`` evaluations, plus one on the first step (the starting point), two
+    on the second (the incumbent twice, to find out whether the loss is noisy), one every step
+    for a noisy loss and, with ``mode="population"``, one for each new average
+    (:attr:`next_evaluations` says how many the next step makes).
 
     Args:
         params: parameters or param groups; groups may differ only in ``lr`` and
@@ -160,11 +161,13 @@ class TDOpt(Optimizer):
         step_rule: ``"success"`` (the success rule) or ``"csa"`` (cumulative step-size
             adaptation, ``mode="centre"`` only).
         noisy: whether the closure's loss is noisy (minibatches, episodes, dropout). ``None``
-            (default) finds out on the second step by measuring the incumbent again. For a
-            noisy loss the incumbent is measured again every step, with the children and on
-            the same data (one more evaluation per step), the parameters hold it, and a child
-            replaces it by beating it there; the step size never exceeds ``lr``. For a
-            deterministic loss the parameters hold the best point ever measured.
+            (default) finds out on the second step, measuring the incumbent twice (see
+            :attr:`noise`). For a noisy loss the parameters hold the search centre, the average
+            of the selected children's largest component; it is measured again every step with
+            the children, on the same data (one more evaluation per step), and ``step`` returns
+            that loss of the parameters it started from. The step size follows the children's
+            comparisons with it and never exceeds ``lr``. For a deterministic loss the
+            parameters hold the best point ever measured.
         scale_parameter: step sizes relative to each parameter's RMS at the first step (as
             Adafactor's ``scale_parameter``), kept in the state; ``False``: ``lr`` is absolute.
         seed: seed of the optimizer's private generator (``None``: drawn from torch's global
@@ -419,13 +422,8 @@ class TDOpt(Optimizer):
         return es.num_evaluations(state, config)
 
     @property
-    def noise(self) -> float:
-        """Standard deviation of one loss measurement, from repeated measurements of the
-        incumbent (0.0 for a deterministic loss, NaN until known)."""
-        return math.sqrt(self._get("noise_var", math.nan))
-
-    @property
-    def noisy(self) -> bool | None:
-        """Whether the loss is treated as noisy (None until the second step tells)."""
-        config = self._config()
-        return config.noisy if config.noisy is not None else self._get("noisy", None)
+    def noise(self) -> str:
+        """What measuring the incumbent again showed: ``"unknown"`` (before the second step),
+        ``"none"`` (a deterministic loss), ``"shared"`` (the same within a step, as minibatches
+        and seeded episodes) or ``"independent"`` (even within a step)."""
+        return self._get("noise", "unknown" if self.param_groups[0]["noisy"] is not False else "none")
