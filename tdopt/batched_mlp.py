@@ -436,13 +436,14 @@ def build_plan(model: nn.Module, inputs: tuple[object, ...]) -> tuple[Plan | Non
         return None, "the input is not floating point"
     leaves: list[tuple[str, nn.Module]] = []
     names = {id(m): name for name, m in model.named_modules()}
+    param_names = {id(p): name for name, p in model.named_parameters()}  # a tied weight: its first name
     reason = _flatten(model, names, leaves)
     if reason:
         return None, reason
     steps: list[_Linear | _Act] = []
     features = x.shape[1]
     for name, module in leaves:
-        kind, prefix = type(module), f"{name}." if name else ""
+        kind = type(module)
         if _has_hooks(module):
             return None, f"module {name!r} has forward hooks"
         if kind is nn.Linear:
@@ -450,8 +451,8 @@ def build_plan(model: nn.Module, inputs: tuple[object, ...]) -> tuple[Plan | Non
                 return None, f"Linear {name!r} expects {module.in_features} features, gets {features}"
             if any(p.dtype != x.dtype or p.device != x.device for p in module.parameters()):
                 return None, f"Linear {name!r}: parameters and input differ in dtype or device"
-            bias = prefix + "bias" if module.bias is not None else None
-            steps.append(_Linear(prefix + "weight", bias, module.out_features))
+            bias = param_names[id(module.bias)] if module.bias is not None else None
+            steps.append(_Linear(param_names[id(module.weight)], bias, module.out_features))
             features = module.out_features
         elif kind in _ELEMENTWISE and not list(module.parameters()) and not list(module.buffers()):
             one = torch.ones(1, dtype=x.dtype)

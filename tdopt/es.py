@@ -251,8 +251,9 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> St
     """The next state from ``candidates (N, D)`` as :func:`ask` returned them and their
     ``losses (N,)``."""
     expected = num_evaluations(state, config)
-    if not isinstance(losses, Tensor):
-        raise TypeError(f"losses must be a tensor (N,), got {type(losses).__name__}")
+    if not isinstance(candidates, Tensor) or not isinstance(losses, Tensor):
+        kinds = f"{type(candidates).__name__} and {type(losses).__name__}"
+        raise TypeError(f"candidates and losses must be tensors, got {kinds}")
     if candidates.shape != (expected, state.centre.numel()) or tuple(losses.shape) != (expected,):
         raise ValueError(
             f"tell expects {expected} candidates of dimension {state.centre.numel()} and {expected} losses, "

@@ -102,6 +102,21 @@ def _check_group(group: dict[str, Any]) -> None:
         raise TypeError(f"scale_parameter must be a bool, got {group['scale_parameter']!r}")
 
 
+def _check_groups(groups: list[dict[str, Any]]) -> es.Config:
+    """Validate param groups (as stored, or as a checkpoint holds them) before anything uses
+    them: the core configuration they agree on, or a clear error."""
+    for group in groups:
+        missing = [k for k in ("lr", "scale_parameter", *_GLOBAL_KEYS) if k not in group]
+        if missing:
+            raise ValueError(f"not a TDOpt param group (missing {missing})")
+        _check_group(group)
+        for key in _GLOBAL_KEYS:
+            if group[key] != groups[0][key]:
+                raise ValueError(_GROUP_ERROR.format(key=key, value=group[key]))
+    _check_seed(groups[0]["seed"])
+    return es.Config(**{k: groups[0][k] for k in _CONFIG_KEYS})
+
+
 def _check_seed(seed: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int or None, got {seed!r} ({type(seed).__name__})")
@@ -209,43 +224,36 @@ class TDOpt(Optimizer):
             raise ValueError("TDOpt got no trainable parameters (all have requires_grad=False)")
         if sum(p.numel() for p in self._trainable()) == 0:
             raise ValueError("TDOpt got only empty parameters: there is nothing to optimise")
+        dtype = self._layout().dtype
+        for group in self.param_groups:
+            if not torch.finfo(dtype).tiny <= float(group["lr"]) <= torch.finfo(dtype).max:
+                raise ValueError(f"lr={float(group['lr'])} is outside the range of the parameters' dtype {dtype}")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_process_group", None)  # a process group is not copied
 
     # ----------------------------------------------------------------- configuration
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; a rejected group leaves the optimizer unchanged."""
-        if self.state:
+        if self._peek():
             raise ValueError(
                 "TDOpt cannot add a param group after the first step: its population spans the parameters "
                 "it started with; create a new TDOpt (or call opt.state.clear() to restart from the current "
                 "parameters)"
             )
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
         try:
-            _check_group(group)
-            for p in group["params"]:
+            for p in self.param_groups[-1]["params"]:
                 _check_param(p)
-            for key in _GLOBAL_KEYS:
-                if group[key] != self.defaults[key]:
-                    raise ValueError(_GROUP_ERROR.format(key=key, value=group[key]))
+            _check_groups(self.param_groups)
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
 
     def _config(self) -> es.Config:
         """The configuration in ``param_groups`` (edits and a loaded checkpoint's settings apply)."""
-        first = self.param_groups[0]
-        for group in self.param_groups:
-            _check_group(group)
-            for key in _GLOBAL_KEYS:
-                if group[key] != first[key]:
-                    raise ValueError(_GROUP_ERROR.format(key=key, value=group[key]))
-        _check_seed(first["seed"])
-        key = tuple(first[k] for k in _CONFIG_KEYS)
-        cached = getattr(self, "_config_cache", None)
-        if cached is None or cached[0] != key:
-            cached = self._config_cache = (key, es.Config(**dict(zip(_CONFIG_KEYS, key, strict=True))))
-        return cached[1]
+        return _check_groups(self.param_groups)
 
     def _trainable(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
@@ -267,16 +275,23 @@ class TDOpt(Optimizer):
             float(group_of[p]["lr"]) * (scale if group_of[p]["scale_parameter"] else 1.0)
             for p, scale in zip(layout.params, scales, strict=True)
         ]
-        return layout.per_coordinate(steps)
+        sigma = layout.per_coordinate(steps)
+        if not bool(((sigma > 0) & torch.isfinite(sigma)).all()):
+            raise ValueError(f"lr gives step sizes {min(steps)}..{max(steps)} outside the range of {layout.dtype}")
+        return sigma
 
     # ----------------------------------------------------------------- state
-    def _slot(self) -> dict[str, Any]:
-        """The state of the whole population, kept under the first parameter of the first group
+    def _key(self) -> Tensor:
+        """The state of the whole population is kept under the first parameter of the first group
         (whether or not it is trainable, so freezing a parameter never moves it)."""
-        return self.state[self.param_groups[0]["params"][0]]
+        return self.param_groups[0]["params"][0]
+
+    def _peek(self) -> dict[str, Any]:
+        """The population's state, without creating an entry (``self.state`` is a defaultdict)."""
+        return self.state.get(self._key(), {}) if self.param_groups else {}
 
     def _load(self, layout: _Layout, config: es.Config) -> tuple[es.State, torch.Generator, list[float]]:
-        st = self._slot()
+        st = self._peek()
         generator = torch.Generator()
         if not st:
             scales = layout.rms()
@@ -302,7 +317,7 @@ class TDOpt(Optimizer):
         return es.State(**fields), generator, scales
 
     def _save(self, layout: _Layout, state: es.State, generator: torch.Generator, scales: list[float]) -> None:
-        st = self._slot()
+        st = self.state[self._key()]
         st.update(state._asdict())
         st["rng_state"] = generator.get_state()
         st["param_scales"] = torch.tensor(scales, dtype=torch.float64)
@@ -312,8 +327,7 @@ class TDOpt(Optimizer):
         """Load a checkpoint: its hyperparameters win (as in torch.optim) and tdopt's state is
         restored exactly (torch would cast the float64 losses to the parameters' dtype)."""
         groups, saved = state_dict["param_groups"], state_dict["state"]
-        if groups:
-            es.Config(**{k: groups[0][k] for k in _CONFIG_KEYS if k in groups[0]})
+        _check_groups(groups)
         params = [p for g in self.param_groups for p in g["params"]]
         for entry in saved.values():
             shapes = [list(p.shape) for p in self._trainable()]
@@ -366,13 +380,13 @@ class TDOpt(Optimizer):
                     values.append(_loss_value(closure()))
             return torch.tensor(values, dtype=torch.float64)
 
-        if self._process_group is None:
+        if getattr(self, "_process_group", None) is None:
             return evaluate_rows(candidates)
         return distributed.evaluate(candidates, evaluate_rows, self._process_group)
 
     # ----------------------------------------------------------------- what users read
     def _get(self, name: str, default: Any) -> Any:
-        return self._slot().get(name, default)
+        return self._peek().get(name, default)
 
     @property
     def evaluations(self) -> int:
@@ -416,7 +430,7 @@ class TDOpt(Optimizer):
     def next_evaluations(self) -> int:
         """Loss evaluations the next :meth:`step` makes (lets a caller keep to a budget)."""
         config = self._config()
-        if not self._slot():
+        if not self._peek():
             return config.popsize + 1
         state, _, _ = self._load(self._layout(), config)
         return es.num_evaluations(state, config)

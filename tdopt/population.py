@@ -19,8 +19,9 @@ the summation order.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -100,7 +101,8 @@ class PopulationLoss:
                 raise ValueError(f"PopulationLoss(method='batched') cannot evaluate this model: {reason}")
         if self.method == "vmap" or (self.method == "auto" and not self._vmap_failed):
             try:
-                losses = self._evaluate_vmap(swept, fixed)
+                with _restored(self.model):
+                    losses = self._evaluate_vmap(swept, fixed)
             except (TypeError, ValueError) as exc:
                 if "loss_fn" in str(exc):  # the user's loss_fn is at fault: say so, whatever the method
                     raise
@@ -115,7 +117,8 @@ class PopulationLoss:
                 self.last_method = "vmap"
                 return losses
         self.last_method = "loop"
-        return torch.stack([self._loss(fixed, {k: v[i] for k, v in swept.items()}) for i in range(members)])
+        with _restored(self.model):
+            return torch.stack([self._loss(fixed, {k: v[i] for k, v in swept.items()}) for i in range(members)])
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -177,7 +180,7 @@ class PopulationLoss:
         rows = x[:_CHECK_ROWS]
         with torch.no_grad():
             values = {name: p.detach() for name, p in self.model.named_parameters()}
-            swept = {name: values[name][None] for name in plan.parameter_names}
+            swept = {name: values[name][None] for name in plan.parameter_names if name in values}
             expected = self.model(rows)
             got = plan.outputs({**values, **swept}, set(swept), rows, 1)[0]
         tol = 1e-5 if x.dtype == torch.float64 else 1e-3
@@ -208,6 +211,23 @@ class PopulationLoss:
     def _loss(self, fixed: dict[str, Tensor], member: dict[str, Tensor]) -> Tensor:
         out = functional_call(self.model, {**fixed, **member}, self.inputs)
         return _checked_loss(self.loss_fn(out, self.targets))
+
+
+@contextlib.contextmanager
+def _restored(model: nn.Module) -> Iterator[None]:
+    """Puts every parameter and buffer of ``model`` back after a ``functional_call``: for a module
+    that appears twice in the model, torch leaves the values it was given in its place."""
+    originals = [
+        (module, name, tensor)
+        for module in model.modules()
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    ]
+    try:
+        yield
+    finally:
+        for module, name, tensor in originals:
+            if getattr(module, name) is not tensor:
+                setattr(module, name, tensor)
 
 
 def _checked_loss(loss: object) -> Tensor:

@@ -73,13 +73,19 @@ def radius_from_deaths(deaths: np.ndarray | Tensor, rule: str = "auto", quantile
     values = np.sort(np.asarray(deaths, dtype=np.float64))
     if values.size == 0:
         return 0.0
-    if rule == "auto":  # np.quantile's default (linear) interpolation, without its per-call overhead
-        return float(np.interp(quantile * (values.size - 1), np.arange(values.size), values))
+    if rule == "auto":
+        return float(np.quantile(values, quantile))
     if rule == "gap":
         if values.size == 1:
             return float(values[0])
         return float(values[int(np.argmax(np.diff(values)))])
     raise ValueError(f"rule must be one of {RADIUS_RULES}, got {rule!r}")
+
+
+def _check_radius(radius: float) -> float:
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius >= 0:
+        raise ValueError(f"radius must be a float >= 0 or one of {RADIUS_RULES}, got {radius!r}")
+    return float(radius)
 
 
 def _clusters(tree: np.ndarray, p: int, radius: float) -> list[list[int]]:
@@ -98,6 +104,7 @@ def components(points: Tensor, radius: float) -> Tensor:
 
     Labels are numbered from 0 in order of each component's first point."""
     _check_points(points)
+    radius = _check_radius(radius)
     p = points.shape[0]
     labels = torch.zeros(p, dtype=torch.long)
     if p >= 2:
@@ -115,6 +122,8 @@ def largest_component(points: Tensor, radius: float | str = "auto", quantile: fl
     points sorted by loss and the tie goes to the best point.
     """
     _check_points(points)
+    if not isinstance(radius, str):
+        radius = _check_radius(radius)
     p = points.shape[0]
     if p < 2:
         return torch.arange(p), math.nan
