@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import distributed, es
+from . import distributed, es, topology
 from .population import PopulationLoss
 
 __all__ = ["TDOpt"]
@@ -425,6 +425,20 @@ class TDOpt(Optimizer):
         """The search centre as a flat vector ``(D,)`` (None before the first step)."""
         centre = self._get("centre", None)
         return None if centre is None else centre.clone()
+
+    @property
+    def death_times(self) -> Tensor:
+        """H0 death times (MST edge lengths, ascending, float64) of the members the last step
+        selected (the better half of its children in centre mode, the survivors in population
+        mode): the scales at which single linkage joins them, against which :attr:`radius` cuts.
+        Computed when read, so recording them costs nothing unless asked for (for example from
+        a hook registered with ``register_step_post_hook``). Empty before the first step."""
+        st = self._peek()
+        if not st:
+            return torch.zeros(0, dtype=torch.float64)
+        config = self._config()
+        selected = st["population"] if config.mode == "population" else st["population"][: config.popsize // 2]
+        return topology.death_times(selected[torch.isfinite(selected).all(dim=1)])
 
     @property
     def next_evaluations(self) -> int:
