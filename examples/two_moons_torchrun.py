@@ -5,8 +5,8 @@
     torchrun --nnodes 2 --nproc_per_node 4 --rdzv-backend c10d \\
         --rdzv-endpoint HOST:29500 examples/two_moons_torchrun.py  # 2 machines (NCCL when CUDA)
 
-The training loop is the ordinary single-process one. Because torch.distributed is
-initialised, ``tdopt.TDOpt`` evaluates the population across the ranks: every rank
+The training loop is the ordinary single-process one. With ``process_group=dist.group.WORLD``
+``tdopt.TDOpt`` evaluates the population across the ranks: every rank
 builds the same model (same ``torch.manual_seed``) and optimizer (same ``seed``), draws
 the same candidates, evaluates its slice of them and all-gathers the losses; no weights
 travel. Checkpoints: rank 0 saves, every rank loads (``--checkpoint PATH``; an existing
@@ -27,7 +27,6 @@ from sklearn.datasets import make_moons
 from torch import nn
 
 import tdopt
-from tdopt.distributed import fingerprint as params_fingerprint
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,7 +36,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.3, help="mutation step size sigma")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and optimizer seed")
     parser.add_argument("--vmap", action="store_true", help="evaluate each rank's slice in one vmap call")
-    parser.add_argument("--timeout", type=float, default=300.0, help="dist_timeout: seconds to wait for a rank")
     parser.add_argument("--checkpoint", type=Path, default=None, help="save here (rank 0), resume if it exists")
     parser.add_argument("--save-every", type=int, default=50)
     parser.add_argument("--log-every", type=int, default=50)
@@ -70,7 +68,8 @@ def main() -> None:
     x_train, y_train, x_test, y_test = two_moons(device)
     torch.manual_seed(args.seed)  # the same initial model on every rank
     model = nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 2)).to(device)
-    opt = tdopt.TDOpt(model.parameters(), lr=args.lr, popsize=args.popsize, seed=args.seed, dist_timeout=args.timeout)
+    group = dist.group.WORLD if distributed else None  # opt-in: evaluate the population across the ranks
+    opt = tdopt.TDOpt(model.parameters(), lr=args.lr, popsize=args.popsize, seed=args.seed, process_group=group)
 
     if args.vmap:
         closure = tdopt.PopulationLoss(model, nn.functional.cross_entropy, x_train, y_train)
@@ -104,7 +103,7 @@ def main() -> None:
     elapsed = time.perf_counter() - started
 
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    fingerprint = params_fingerprint(flat)
+    fingerprint = hash(tuple(flat.tolist()))
     if distributed:  # a check for the demonstration: all ranks hold the same parameters
         everyone: list[int | None] = [None] * world
         dist.all_gather_object(everyone, fingerprint)
