@@ -70,7 +70,8 @@ def table(records: list[dict[str, Any]], task: str) -> str:
 
 def verdicts(records: list[dict[str, Any]]) -> list[str]:
     """Per task and popsize: which radius settings beat both "all selected" and "no averaging"
-    beyond the seed spread (every seed better than every seed of both), and which only in median."""
+    beyond the seed spread (every seed better than every seed of both), which only in median, and
+    how the two baselines compare."""
     groups = cells(records)
     lines = []
     for task, popsize in sorted({(t, p) for (t, p, _) in groups}):
@@ -81,12 +82,13 @@ def verdicts(records: list[dict[str, Any]]) -> list[str]:
         clear, median_only = [], []
         for name in variant_order(task, popsize, groups):
             g = groups[(task, popsize, name)]
-            if name in BASELINES or statistics.median(r["diag"]["component_frac"] for r in g) > 0.9:
-                continue  # a radius that averages (nearly) everything is the baseline itself
+            k = statistics.median(r["diag"]["component_mean"] for r in g)
+            if name in BASELINES or not 1.1 <= k <= 0.9 * (popsize // 2):
+                continue  # a component of (nearly) one or all selected members is a baseline itself
             vals = [sign * v for v in metric_values(g, task)]
             if all(min(vals) > max(b) for b in base):
                 clear.append(name)
-            elif all(statistics.median(vals) > max(statistics.median(b) for b in base) for b in base):
+            elif statistics.median(vals) > max(statistics.median(b) for b in base):
                 median_only.append(name)
         said = (
             f"beats both beyond the seed spread: {', '.join(clear)}"
@@ -94,10 +96,24 @@ def verdicts(records: list[dict[str, Any]]) -> list[str]:
             else "nothing beats both beyond seed spread"
         )
         better = f"; better medians only: {', '.join(median_only)}" if median_only else ""
+        n = len(groups[(task, popsize, DEFAULT)])
         lines.append(
-            f"- **{task}, popsize {popsize}** ({len(groups[(task, popsize, DEFAULT)])} seeds): {said}{better}."
+            f"- **{task}, popsize {popsize}** ({n} seeds): {said}{better}. {_baselines(groups, task, popsize)}"
         )
     return lines
+
+
+def _baselines(groups: dict, task: str, popsize: int) -> str:
+    """The two baselines and the default side by side, and whether the baselines' ranges separate."""
+    vals = {name: metric_values(groups[(task, popsize, name)], task) for name in (*BASELINES, DEFAULT)}
+    budget = groups[(task, popsize, DEFAULT)][0]["budget"]
+    text = "; ".join(f"{name}: {_fmt(v, budget)}" for name, v in vals.items())
+    (a, b), sign = (vals[n] for n in BASELINES), METRICS[task][1]
+    if min(sign * x for x in a) > max(sign * x for x in b):
+        return f"{text} (averaging all beats no averaging beyond seed spread)"
+    if min(sign * x for x in b) > max(sign * x for x in a):
+        return f"{text} (no averaging beats averaging all beyond seed spread)"
+    return f"{text} (the two baselines overlap)"
 
 
 # --------------------------------------------------------------------------- plots
