@@ -283,7 +283,8 @@ def report(out: Path, traces: dict | None, overheads: list[dict[str, float]]) ->
             parts += [f"\n## {task}: {METRICS[task][2]}\n", rr.table(records, task), f"\n![{task}]({plot.name})"]
     if traces:
         plot = rr.plot_persistence(traces, out / "persistence.png")
-        parts += ["\n## Persistence over training (default settings, seed 0)\n", f"![persistence]({plot.name})"]
+        parts += ["\n## Persistence over training (default settings, seed 0)\n", f"![persistence]({plot.name})\n"]
+        parts += [rr.spread_sentence(traces) + "\n", rr.spread_table(traces)]
     if overheads:
         parts += [
             "\n## Cost of recording (a post-hook reading death_times, radius, component_size, sigma)\n",
@@ -304,6 +305,7 @@ def readme_section(out: Path = OUT, prefix: str = "benchmarks/results/radius/") 
     from . import radius_report as rr
 
     lines = rr.verdicts(rr.current(ResultStore(out / "runs.jsonl").load()))
+    traces = json.loads((out / "persistence.json").read_text())["traces"] if (out / "persistence.json").exists() else {}
     images = [f"![{p.stem}]({prefix}{p.name})" for p in sorted(out.glob("radius_*.png"))]
     if (out / "persistence.png").exists():
         images.append(f"![persistence]({prefix}persistence.png)")
@@ -312,6 +314,8 @@ def readme_section(out: Path = OUT, prefix: str = "benchmarks/results/radius/") 
             "### Does the radius matter?",
             "",
             overall(lines),
+            "",
+            rr.spread_sentence(traces),
             "",
             *lines,
             "",
