@@ -295,36 +295,41 @@ def report(out: Path, traces: dict | None, overheads: list[dict[str, float]]) ->
             f"| {o['task']} | {o['popsize']} | {o['off_ms']:.2f} | {o['on_ms']:.2f} | {o['overhead']:+.0%} |"
             for o in overheads
         ]
-    text = "\n".join(parts) + "\n"
+    text = "\n".join([*parts, "", RECIPE]) + "\n"
     (out / "RADIUS.md").write_text(text)
     return text
 
 
+RECIPE = """To see what the radius does on your problem, record the persistence of the selected members with a
+standard `torch.optim` step post-hook (TDOpt computes `death_times` only when read; nothing is recorded otherwise):
+
+```python
+history = []
+opt.register_step_post_hook(
+    lambda o, args, kwargs: history.append((o.death_times, o.radius, o.component_size, o.sigma[0]))
+)
+```"""
+
+
 def readme_section(out: Path = OUT, prefix: str = "benchmarks/results/radius/") -> str:
-    """The README's radius section (markdown) from the committed sweep: verdict and plots."""
+    """The README's radius section (markdown) from the committed sweep: verdict, plots, the recipe
+    for recording the diagnostics and what recording costs."""
     from . import radius_report as rr
 
     lines = rr.verdicts(rr.current(ResultStore(out / "runs.jsonl").load()))
-    traces = json.loads((out / "persistence.json").read_text())["traces"] if (out / "persistence.json").exists() else {}
+    load = lambda name: json.loads((out / name).read_text()) if (out / name).exists() else None  # noqa: E731
+    traces = (load("persistence.json") or {}).get("traces", {})
+    costs = ", ".join(
+        f"{o['overhead']:+.0%} on {o['task']} at popsize {o['popsize']}" for o in load("overhead.json") or []
+    )
     images = [f"![{p.stem}]({prefix}{p.name})" for p in sorted(out.glob("radius_*.png"))]
     if (out / "persistence.png").exists():
         images.append(f"![persistence]({prefix}persistence.png)")
-    return "\n".join(
-        [
-            "### Does the radius matter?",
-            "",
-            overall(lines),
-            "",
-            rr.spread_sentence(traces),
-            "",
-            *lines,
-            "",
-            f"Tables: [RADIUS.md]({prefix}RADIUS.md).",
-            "",
-            *images,
-            "",
-        ]
-    )
+    parts = ["### Does the radius matter?", "", overall(lines), "", rr.spread_sentence(traces), "", *lines, ""]
+    parts += [f"Tables: [RADIUS.md]({prefix}RADIUS.md).", "", *images, "", RECIPE, ""]
+    if costs:
+        parts += [f"Recording all four every step costs (CPU time per step): {costs}.", ""]
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,9 @@ def cells(records: list[dict[str, Any]]) -> dict[tuple[str, int, str], list[dict
 
 def _fmt(values: list[float], budget: int) -> str:
     def f(v: float) -> str:
-        return f"> {budget}" if v > budget else (f"{v:.0f}" if v >= 100 else f"{v:.3f}")
+        if v > budget:
+            return f"> {budget}"
+        return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.3f}"
 
     return f"{f(statistics.median(values))} [{f(min(values))}-{f(max(values))}]"
 
