@@ -159,7 +159,10 @@ class TDOptMethod(Method):
     :class:`tdopt.PopulationLoss` over the training set; minibatch: the loss on the batch; RL: the
     episodes' negative mean return). The model holds what TDOpt leaves in the params."""
 
-    returns = "incumbent"
+    @property
+    def returns(self) -> str:
+        """What TDOpt leaves in the params: the best point measured, or for a noisy loss the search centre."""
+        return "centre" if self.opt.noise in ("shared", "independent") else "incumbent"
 
     def __init__(self, task, model, seed, options):
         super().__init__(task, model, seed, options)

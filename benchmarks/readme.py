@@ -132,7 +132,7 @@ def family_section(family: str) -> str:
     resume = f"python -m benchmarks --family {family} --out {_rel(run)}"
     lines += [f"Run or continue with `{resume}`.", ""]
     for table in tables:
-        text = [line for line in table.read_text().strip().splitlines() if not line.startswith("Test accuracy of")]
+        text = table.read_text().split(NOISE_INTRO)[0].strip().splitlines()  # robustness: in RESULTS.md
         lines += [text[0].replace("### ", "#### "), *text[1:], ""]
         image = run / f"{table.stem.removeprefix('table-')}.png"
         if image.exists():

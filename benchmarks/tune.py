@@ -93,7 +93,7 @@ def validation_name(task: str) -> str:
     name = task + VALIDATION_SUFFIX
     if task not in TASK_NAMES:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_NAMES)}")
-    task_registry._BUILDERS.setdefault(name, lambda: validation_task(get_task(task)))
+    task_registry.TASKS.setdefault(name, lambda: validation_task(get_task(task)))
     return name
 
 
