@@ -232,7 +232,9 @@ _TDOPT = {"factory": TDOptMethod, "version": _tdopt_version, "fill": tdopt_optio
 _BUILTIN: dict[str, MethodSpec] = {
     # TDOpt's own defaults (every keyword recorded in each run's options)
     "tdopt": MethodSpec(
-        defaults={}, description="TDOpt, default settings, PopulationLoss over the full train set", **_TDOPT
+        defaults={},
+        description="TDOpt, default settings; opt.step(closure) on each step's data (full batch: a PopulationLoss)",
+        **_TDOPT,
     ),
     "tdopt-noavg": MethodSpec(
         defaults={"average": False}, description="TDOpt with average=False (ablation: no averaging)", **_TDOPT

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .optimizers import METHODS, method_names
-from .runner import RESULTS_FILE, ResultStore
+from .runner import RESULTS_FILE, ResultStore, load_plugins
 from .tasks import get_task, task_names
 
 __all__ = ["write_report", "select_groups", "task_table", "summarize", "REFERENCES_PATH"]
@@ -289,6 +289,7 @@ def write_report(
     plots: bool = True,
 ) -> list[Path]:
     """Write the tables, plots and RESULTS.md of ``out_dir``; return the written paths."""
+    load_plugins()  # the tasks and methods of the other families (descriptions, units)
     out = Path(out_dir)
     records = ResultStore(out / RESULTS_FILE).load()
     groups, notes = select_groups(records)
