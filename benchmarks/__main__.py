@@ -32,9 +32,11 @@ RESULTS_DIR = Path(__file__).parent / "results"
 RUNS_DIR = ROOT / "runs"  # untracked (.gitignore): where a plain `make bench` writes
 
 # The default ("quick") run: a few minutes on 2 CPU cores; it writes into runs/quick and compares
-# its table with the published one (benchmarks/results/quick, made with --out). The minibatch
-# methods are left out: a minibatch run's evaluations are epochs, and at this budget they take most
-# of the preset's time; the --full preset runs them.
+# its tables with the published ones (benchmarks/results/quick, made with --out). A preset is a list
+# of blocks (tasks x optimizers x seeds at one budget); the first block is the supervised full-batch
+# one (its minibatch methods are left out: a minibatch run's evaluations are epochs, and at this
+# budget they take most of the preset's time; --full runs them), then a small minibatch block
+# and CartPole at 2000 episodes.
 QUICK = {
     "tasks": ["two-moons", "sum-mod-tiny"],
     "optimizers": [o for o in OPTIMIZER_NAMES if o not in ("sgd-mb", "adam-mb", "tdopt-tuned")],
@@ -42,22 +44,50 @@ QUICK = {
     "budget": 2000,
     "out": RUNS_DIR / "quick",
     "published": RESULTS_DIR / "quick",
+    "extra": [  # published with the first block (benchmarks/results/quick)
+        {"tasks": ["two-moons-mb"], "optimizers": ["tdopt", "adam-mb", "cmaes-sepcma"], "seeds": 2, "budget": 100},
+        {"tasks": ["CartPole-v1"], "optimizers": ["tdopt", "cmaes-sepcma"], "seeds": 2, "budget": 2000},
+    ],
 }
-# The published tables (--full): every task and optimizer, 5 seeds, budget 20000
-# (with the per-combination caps of benchmarks.optimizers.BUDGET_CAPS).
-FULL = {
-    "tasks": ["two-moons", "two-moons-step", "sum-mod-tiny", "sum-mod-mlp"],  # digits: its own run (see README)
-    "optimizers": list(OPTIMIZER_NAMES),
-    "seeds": 5,
-    "budget": 20000,
-    "out": RUNS_DIR / "full",
-    "published": RESULTS_DIR / "full",
+# The rows of the other families (peers whose library is missing are skipped with a note).
+PEER_ROWS = [
+    "ng-ngopt", "ng-oneplusone", "ng-cma", "evotorch-snes", "evotorch-xnes", "evotorch-pgpe",
+    "cmaes-cma", "cmaes-sepcma", "pycma",
+]  # fmt: skip
+RL_ROWS = ["tdopt", "tdopt-noavg", "random", "openai-es", *PEER_ROWS]
+MINIBATCH_ROWS = ["tdopt", "tdopt-noavg", "sgd-mb", "adam-mb", "random", "openai-es", *PEER_ROWS]
+# The published tables (--full): every family, 5 seeds; --family NAME runs one of them (into
+# runs/NAME; published in benchmarks/results/NAME, the supervised one in benchmarks/results/full).
+FAMILIES = {
+    "supervised": {  # with the per-combination caps of benchmarks.optimizers.BUDGET_CAPS
+        "tasks": ["two-moons", "two-moons-step", "sum-mod-tiny", "sum-mod-mlp"],  # digits: its own run (README)
+        "optimizers": list(OPTIMIZER_NAMES),
+        "seeds": 5,
+        "budget": 20000,
+        "published": RESULTS_DIR / "full",
+    },
+    "minibatch": {
+        "tasks": ["digits-mb", "two-moons-mb"],
+        "optimizers": MINIBATCH_ROWS,
+        "seeds": 5,
+        "budget": 10000,
+        "published": RESULTS_DIR / "minibatch",
+    },
+    "rl": {
+        "tasks": ["CartPole-v1", "Pendulum-v1"],
+        "optimizers": RL_ROWS,
+        "seeds": 5,
+        "budget": 20000,
+        "published": RESULTS_DIR / "rl",
+    },
 }
+FULL = {**FAMILIES["supervised"], "out": RUNS_DIR / "full", "extra": [FAMILIES["minibatch"], FAMILIES["rl"]]}
 
 SUBCOMMANDS = ("run", "report", "references", "tune", "speed")
 RUN_FILE = "RUN.json"
 # The selection a results directory's RUN.json records, so that --resume can re-plan it.
-SELECTION = ("tasks", "optimizers", "seeds", "budget", "configs", "caps", "preset", "published")
+SELECTION = ("blocks", "configs", "caps", "preset")
+BLOCK = ("tasks", "optimizers", "seeds", "budget", "published")
 
 
 def _names(value: str, known: tuple[str, ...], what: str) -> list[str]:
@@ -100,6 +130,11 @@ def run_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"preset for the published tables (all tasks and optimizers, {FULL['seeds']} seeds, "
         f"budget {FULL['budget']}, out {_rel(FULL['out'])})",
+    )
+    p.add_argument(
+        "--family",
+        choices=sorted(FAMILIES),
+        help="with the --full settings, only this task family (out: runs/FAMILY; runs/full for supervised)",
     )
     p.add_argument(
         "--tasks",
@@ -153,41 +188,84 @@ def load_tuned(paths: list[str]) -> dict[str | None, dict]:
     return tuned
 
 
+def _preset(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]], Path]:
+    """The preset's name, its blocks and its default output directory."""
+    if args.family:
+        block = FAMILIES[args.family]
+        return args.family, [block], RUNS_DIR / ("full" if args.family == "supervised" else args.family)
+    preset = FULL if args.full else QUICK
+    return ("full" if args.full else "quick"), [preset, *preset.get("extra", [])], preset["out"]
+
+
+def _block(block: dict[str, Any], published: Path | None) -> dict[str, Any]:
+    """A preset block as RUN.json records it (seeds as a list, paths relative to the repository)."""
+    seeds = block["seeds"]
+    published = block.get("published", published)
+    return {
+        "tasks": list(block["tasks"]),
+        "optimizers": list(block["optimizers"]),
+        "seeds": list(range(seeds)) if isinstance(seeds, int) else list(seeds),
+        "budget": int(block["budget"]),
+        "published": _root_rel(published) if published else None,
+    }
+
+
+def _recorded(path: Path) -> dict[str, Any]:
+    """The selection a RUN.json records (one written before presets had blocks: its single block)."""
+    recorded = json.loads(path.read_text())
+    if "blocks" not in recorded:
+        recorded["blocks"] = [{k: recorded.get(k) for k in BLOCK}]
+    return recorded
+
+
 def selection(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """What to run, from the command line or (``--resume``) from the directory's RUN.json."""
     if args.resume is not None:
-        if any((args.full, args.tasks, args.optimizers, args.seeds, args.budget, args.out, args.config)):
+        chosen = (args.full, args.family, args.tasks, args.optimizers, args.seeds, args.budget, args.out, args.config)
+        if any(chosen):
             run_parser().error("--resume DIR takes the selection from DIR/RUN.json: give no other selection")
         path = args.resume / RUN_FILE
         if not path.exists():
             run_parser().error(f"--resume: no {path} (not a results directory of python -m benchmarks)")
-        recorded = json.loads(path.read_text())
+        recorded = _recorded(path)
         return {k: recorded.get(k) for k in SELECTION} | {"out": args.resume, "command": recorded.get("command")}
-    preset = FULL if args.full else QUICK
-    try:
-        tasks = _names(args.tasks, task_names(), "task") if args.tasks else list(preset["tasks"])
-        optimizers = (
-            _names(args.optimizers, method_names(), "optimizer") if args.optimizers else list(preset["optimizers"])
-        )
-        seeds = _seeds(args.seeds) if args.seeds else list(range(preset["seeds"]))
-    except argparse.ArgumentTypeError as exc:
-        run_parser().error(str(exc))
-    budget = args.budget if args.budget is not None else preset["budget"]
-    if budget < 1:
-        run_parser().error("--budget must be >= 1")
+    name, blocks, out = _preset(args)
     custom = any((args.tasks, args.optimizers, args.seeds, args.budget))
+    if custom:  # one block: the preset's first, overridden
+        first = blocks[0]
+        try:
+            tasks = _names(args.tasks, task_names(), "task") if args.tasks else list(first["tasks"])
+            optimizers = (
+                _names(args.optimizers, method_names(), "optimizer") if args.optimizers else list(first["optimizers"])
+            )
+            seeds = _seeds(args.seeds) if args.seeds else first["seeds"]
+        except argparse.ArgumentTypeError as exc:
+            run_parser().error(str(exc))
+        budget = args.budget if args.budget is not None else first["budget"]
+        if budget < 1:
+            run_parser().error("--budget must be >= 1")
+        blocks = [{"tasks": tasks, "optimizers": optimizers, "seeds": seeds, "budget": budget, "published": None}]
     return {
-        "tasks": tasks,
-        "optimizers": optimizers,
-        "seeds": seeds,
-        "budget": budget,
+        "blocks": [_block(b, None if custom else blocks[0].get("published")) for b in blocks],
         "configs": args.config,
         "caps": not args.no_caps,
-        "preset": "custom" if custom else ("full" if args.full else "quick"),
-        "published": None if custom else _root_rel(preset["published"]),
-        "out": args.out if args.out is not None else preset["out"],
+        "preset": "custom" if custom else name,
+        "out": args.out if args.out is not None else out,
         "command": ("python -m benchmarks " + shlex.join(argv)).strip(),
     }
+
+
+def plan_blocks(sel: dict[str, Any]) -> tuple[list[list[dict[str, Any]]], list[str]]:
+    """The runs of each block of a selection, and the planning notes."""
+    plans, notes = [], []
+    tuned = load_tuned(sel["configs"] or [])
+    for b in sel["blocks"]:
+        plan, block_notes = plan_runs(
+            b["tasks"], b["optimizers"], b["seeds"], b["budget"], tuned=tuned, caps=sel["caps"]
+        )
+        plans.append(plan)
+        notes += block_notes
+    return plans, notes
 
 
 def run_main(argv: list[str]) -> int:
@@ -197,20 +275,16 @@ def run_main(argv: list[str]) -> int:
     out = Path(sel["out"])
     if args.fresh and (out / RESULTS_FILE).exists():
         (out / RESULTS_FILE).unlink()
-    plan, notes = plan_runs(
-        sel["tasks"], sel["optimizers"], sel["seeds"], sel["budget"], tuned=load_tuned(sel["configs"]), caps=sel["caps"]
-    )
+    plans, notes = plan_blocks(sel)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = {k: sel[k] for k in SELECTION} | {"command": sel["command"], "notes": notes, "started_at": started}
     (out / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    print(
-        f"{len(plan)} runs planned ({len(sel['tasks'])} tasks, {len(sel['optimizers'])} optimizers, "
-        f"{len(sel['seeds'])} seeds, budget {sel['budget']}) -> {_rel(out)}/{RESULTS_FILE}",
-        file=sys.stderr,
-    )
+    plan = [r for p in plans for r in p]
+    tasks = {t for b in sel["blocks"] for t in b["tasks"]}
+    print(f"{len(plan)} runs planned ({len(tasks)} tasks) -> {_rel(out)}/{RESULTS_FILE}", file=sys.stderr)
     start = time.perf_counter()
     try:
         ran, skipped = run_many(plan, out, progress=not args.no_progress)
@@ -225,12 +299,12 @@ def run_main(argv: list[str]) -> int:
         file=sys.stderr,
     )
     if not args.no_report:
-        _report(out, plan, sel.get("published"))
+        _report(out, plans, [b.get("published") for b in sel["blocks"]])
     return 0
 
 
-def _report(out: Path, plan: list[dict[str, Any]], published: str | None) -> None:
-    """Write the report of ``out`` and print each task's table next to the published one."""
+def _report(out: Path, plans: list[list[dict[str, Any]]], published: list[str | None]) -> None:
+    """Write the report of ``out`` and print each task's table next to the published one (per block)."""
     from .compare import compare_tables
     from .report import REFERENCES_PATH, write_report
 
@@ -240,8 +314,10 @@ def _report(out: Path, plan: list[dict[str, Any]], published: str | None) -> Non
         print(f"computing the reference figures ({_rel(REFERENCES_PATH)})", file=sys.stderr)
         references.main([])
     written = write_report(out)
-    pub = published if published and (ROOT / published).resolve() != out.resolve() else None
-    print(compare_tables(out, plan, pub, root=ROOT))  # when publishing there is nothing to compare with
+    for plan, where in zip(plans, published, strict=True):
+        pub = where if where and (ROOT / where).resolve() != out.resolve() else None
+        if plan:
+            print(compare_tables(out, plan, pub, root=ROOT))  # when publishing there is nothing to compare with
     print(f"wrote {', '.join(_rel(p) for p in written)}", file=sys.stderr)
 
 

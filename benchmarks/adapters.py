@@ -55,7 +55,15 @@ class FlatModel:
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
         self.dim = sum(self.numels)
-        self.population_loss = PopulationLoss(model, task.loss_fn, task.x_train, task.y_train)
+        self.task = task
+        self._population_loss: PopulationLoss | None = None
+
+    @property
+    def population_loss(self) -> PopulationLoss:
+        """A :class:`tdopt.PopulationLoss` over the full training set (built on first use)."""
+        if self._population_loss is None:
+            self._population_loss = PopulationLoss(self.model, self.task.loss_fn, self.task.x_train, self.task.y_train)
+        return self._population_loss
 
     def get(self) -> Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.params])
@@ -76,6 +84,45 @@ class FlatModel:
         }
         losses = self.population_loss.evaluate(split).double()
         return torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+
+
+# --------------------------------------------------------------------------- feeds
+class FullBatchFeed:
+    """The data a step sees, for a full-batch task: the whole training set, one evaluation costs 1.
+
+    Every feed (see ``benchmarks.families`` for the minibatch and episode feeds) has:
+    ``cost()`` (the budget one evaluation on the current step's data uses), ``losses(weights (N, D))``
+    (float64 losses on that data), ``closure()`` (for ``TDOpt.step``: a ``PopulationLoss`` or a plain
+    closure on that data) and ``advance()`` (called after each step: the next step gets new data).
+    """
+
+    def __init__(self, flat: FlatModel) -> None:
+        self.flat = flat
+
+    def cost(self) -> float:
+        return 1.0
+
+    def losses(self, weights: Tensor) -> Tensor:
+        return self.flat.losses(weights)
+
+    def closure(self) -> PopulationLoss:
+        return self.flat.population_loss
+
+    def advance(self) -> None:
+        pass
+
+
+def make_feed(task: Task, model: nn.Module, seed: int, flat: FlatModel | None = None) -> Any:
+    """``task.feed(model, seed)`` when the task defines one (minibatch, episodes), else the full batch."""
+    factory = getattr(task, "feed", None)
+    if factory is not None:
+        return factory(model, seed)
+    return FullBatchFeed(flat if flat is not None else FlatModel(task, model))
+
+
+class RunFailure(RuntimeError):
+    """A run cannot go on for a known reason outside this code (a peer library's bug); the runner
+    reports it and moves on to the next run."""
 
 
 # --------------------------------------------------------------------------- methods
@@ -103,27 +150,42 @@ class Method:
         """Method-specific final state for the record (JSON-serialisable)."""
         return {}
 
+    def sync(self) -> None:
+        """Write what the method returns into the model before a measurement (when it is not there)."""
+
 
 class TDOptMethod(Method):
-    """TDOpt stepping with a :class:`tdopt.PopulationLoss` over the full training set."""
+    """TDOpt as a user steps it: ``opt.step(closure)`` on each step's data (full batch: a
+    :class:`tdopt.PopulationLoss` over the training set; minibatch: the loss on the batch; RL: the
+    episodes' negative mean return). The model holds what TDOpt leaves in the params."""
 
-    returns = "incumbent"
+    @property
+    def returns(self) -> str:
+        """What TDOpt leaves in the params: the best point measured, or for a noisy loss the search centre."""
+        return "centre" if self.opt.noise in ("shared", "independent") else "incumbent"
 
     def __init__(self, task, model, seed, options):
         super().__init__(task, model, seed, options)
         self.opt = tdopt.TDOpt(model.parameters(), seed=seed, **tdopt_overrides(options))
-        self.closure = PopulationLoss(model, task.loss_fn, task.x_train, task.y_train)
+        self.feed = make_feed(task, model, seed)
 
     def next_cost(self, room):
-        return float(self.opt.next_evaluations)
+        return self.opt.next_evaluations * self.feed.cost()
 
     def step(self, cost):
-        self.opt.step(self.closure)
-        self.evals = float(self.opt.evaluations)
+        unit, before = self.feed.cost(), self.opt.evaluations
+        self.opt.step(self.feed.closure())
+        self.feed.advance()
+        self.evals += (self.opt.evaluations - before) * unit
         self.steps += 1
 
     def info(self):
-        return {"sigma": self.opt.sigma[0], "radius": self.opt.radius, "component_size": self.opt.component_size}
+        return {
+            "sigma": self.opt.sigma[0],
+            "radius": self.opt.radius,
+            "component_size": self.opt.component_size,
+            "noise": self.opt.noise,
+        }
 
 
 class GradientMethod(Method):
@@ -193,12 +255,14 @@ class RandomSearch(Method):
         if options["init"] not in ("normal", "default"):
             raise ValueError(f"random: init must be 'normal' or 'default', got {options['init']!r}")
         self.flat = FlatModel(task, model)
+        self.feed = make_feed(task, model, seed, self.flat)
         self.chunk = int(options["chunk"])
         self.generator = torch.Generator().manual_seed(seed + 1_000_003)  # not the seed's initial network
         self.best_loss = math.inf
 
     def next_cost(self, room):
-        return float(max(1, min(self.chunk, int(room + 1e-9))))
+        unit = self.feed.cost()
+        return unit * max(1, min(self.chunk, int(room / unit + 1e-9)))
 
     def sample(self, n: int) -> Tensor:
         if self.options["init"] == "normal":
@@ -208,14 +272,16 @@ class RandomSearch(Method):
             return torch.stack([_vector_of(self.task.model_factory()) for _ in range(n)])
 
     def step(self, cost):
-        n = int(round(cost))
+        unit = self.feed.cost()
+        n = int(round(cost / unit))
         batch = self.sample(n)
-        losses = self.flat.losses(batch)
+        losses = self.feed.losses(batch)
+        self.feed.advance()
         i = int(torch.argmin(losses))
         if float(losses[i]) < self.best_loss:
             self.best_loss = float(losses[i])
             self.flat.set(batch[i])
-        self.evals += n
+        self.evals += n * unit
         self.steps += 1
 
 
@@ -271,6 +337,7 @@ class OpenAIES(Method):
     def __init__(self, task, model, seed, options):
         super().__init__(task, model, seed, options)
         self.flat = FlatModel(task, model)
+        self.feed = make_feed(task, model, seed, self.flat)
         self.popsize = int(options["popsize"])
         if self.popsize % 2:
             raise ValueError("openai-es needs an even popsize (antithetic pairs)")
@@ -281,14 +348,16 @@ class OpenAIES(Method):
         self.generator = torch.Generator().manual_seed(seed)
 
     def next_cost(self, room):
-        return float(self.popsize)
+        return self.popsize * self.feed.cost()
 
     def step(self, cost):
         o = self.options
+        unit = self.feed.cost()
         half = self.popsize // 2
         eps = torch.randn(half, self.theta.numel(), generator=self.generator, dtype=torch.float64)
         batch = torch.cat([self.theta + o["sigma"] * eps, self.theta - o["sigma"] * eps])
-        losses = self.flat.losses(batch)
+        losses = self.feed.losses(batch)
+        self.feed.advance()
         ranks = centered_ranks(losses)  # high loss -> +0.5
         weights = ranks[:half] - ranks[half:]
         grad = weights @ eps / (self.popsize * o["sigma"])  # estimate of d loss / d theta
@@ -299,7 +368,7 @@ class OpenAIES(Method):
         a = o["lr"] * math.sqrt(1 - o["beta2"] ** self.t) / (1 - o["beta1"] ** self.t)
         self.theta = self.theta - a * self.m / (self.v.sqrt() + 1e-8)
         self.flat.set(self.theta)
-        self.evals += self.popsize
+        self.evals += self.popsize * unit
         self.steps += 1
 
 

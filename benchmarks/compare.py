@@ -13,29 +13,31 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .report import _acc, _count, _stats, _wall, select_groups, value_at
+from .report import _count, _stats, _wall, metric_cell, metric_of, select_groups, value_at
 from .runner import RESULTS_FILE, ResultStore, record_key, run_key
 
 __all__ = ["compare_tables", "evals_to_target"]
 
 
 def evals_to_target(record: dict[str, Any], budget: float) -> float:
-    """First checkpoint with evals <= ``budget`` whose test accuracy reaches the target (inf: never)."""
+    """First checkpoint with evals <= ``budget`` whose test measure reaches the target (inf: never)."""
     target = record.get("target_acc")
     curve = record["curve"]
-    if target is None or "test_acc" not in curve:
+    metric = record.get("metric", "test_acc")
+    if target is None or metric not in curve:
         return math.nan
-    for e, a in zip(curve["evals"], curve["test_acc"], strict=True):
+    for e, a in zip(curve["evals"], curve[metric], strict=True):
         if e <= budget + 1e-9 and a is not None and a >= target:
             return float(e)
     return math.inf
 
 
 def _cells(records: list[dict[str, Any]], budget: int) -> list[str]:
-    """Test accuracy @budget, evals to target (reached), wall s: the compared measures."""
+    """Test accuracy (return) @budget, evals to target (reached), wall s: the compared measures."""
     if not records:
         return ["—", "—", "—"]
-    acc = _acc(_stats([value_at(r, "test_acc", budget) for r in records]))
+    metric = metric_of(records)
+    acc = metric_cell(_stats([value_at(r, metric, budget) for r in records]), metric)
     hits = [evals_to_target(r, budget) for r in records]
     reached = sum(math.isfinite(h) for h in hits)
     if all(math.isnan(h) for h in hits):
@@ -69,7 +71,8 @@ def compare_tables(
     for task in dict.fromkeys(r["task"] for r in plan):
         runs = [r for r in plan if r["task"] == task]
         head = ["optimizer", "budget", "seeds"]
-        head += [f"{m} ({who})" for m in ("test acc", "evals to target", "wall s") for who in ("this run", "published")]
+        measures = ("test acc / return", "evals to target", "wall s")
+        head += [f"{m} ({who})" for m in measures for who in ("this run", "published")]
         lines = [
             f"### {task} ({source})",
             "",

@@ -7,65 +7,48 @@ method of a run:
 * the training set is shuffled every epoch by a ``torch.Generator`` seeded with the run seed,
   then cut into batches of :data:`BATCH_SIZE` (64) in order; the last batch of an epoch is
   kept even when smaller (``drop_last=False``, DataLoader's default);
-* TDOpt: one ``opt.step(closure)`` per batch, where the closure is the loss on that batch
-  (``closure="plain"``, what a user writes) or a ``tdopt.PopulationLoss`` over that batch
-  (``closure="population"``);
-* SGD (momentum 0.9, lr 0.2) / Adam (lr 0.003): one gradient step per batch (the settings of
-  ``sgd-mb`` / ``adam-mb`` in :mod:`benchmarks.optimizers`);
-* derivative-free peers (:mod:`benchmarks.peers`): one generation per batch, every member
-  evaluated on that batch; the model holds the peer's recommendation (mean / centre).
+* TDOpt: one ``opt.step(closure)`` per batch, the closure being the loss on that batch
+  (``lambda: loss_fn(model(xb), yb)``, what a user writes);
+* SGD (momentum 0.9, lr 0.2) / Adam (lr 0.003): one gradient step per batch (the rows ``sgd-mb`` /
+  ``adam-mb`` of :mod:`benchmarks.optimizers`, whose shuffles equal :class:`BatchStream`'s);
+* derivative-free peers, random search and OpenAI-ES: one generation per batch, every member
+  evaluated on that batch; peers leave their recommendation (mean / centre) in the model.
 
-Budget: training samples processed, i.e. forward passes over examples. A candidate
-evaluated on a batch of ``b`` examples costs ``b``; a gradient step on ``b`` examples costs
-``b``. It is reported also as full-batch equivalents, ``samples / n_train``. A step runs only
-when its whole cost fits in what is left of the budget.
+Budget: training samples processed (forward passes over examples; a candidate on a batch of
+``b`` examples costs ``b``, a gradient step on it ``b``), counted by the runner in full-batch
+equivalents, ``samples / n_train``. A step runs only when its whole cost fits. At each
+checkpoint the record holds the test accuracy of what the optimizer leaves in the model, its
+full-train loss and accuracy.
 
-At each milestone (in full-batch equivalents) and at the end the record holds the test
-accuracy of what the optimizer leaves in the model, its full-train loss and accuracy.
+The tasks are registered with the runner (``python -m benchmarks --tasks digits-mb ...``).
 
 Public API::
 
     MB_TASKS                              # {"digits-mb": "digits", "two-moons-mb": "two-moons"}
     BatchStream(n, batch_size, seed)      # endless seeded epoch shuffles -> index batches
     population_losses(model, weights (N, D), x, y) -> (N,)
-    run(method, task_name, seed, budget_fb, milestones=None, **options) -> list[dict]
-        method: "tdopt", "sgd", "adam", or a peer name of benchmarks.peers.PEER_NAMES
+    MinibatchTask, MinibatchFeed          # the runner's task and what each step sees
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from .tasks import Task, get_task
+from .tasks import Task, get_task, register_task
 
-__all__ = [
-    "BATCH_SIZE",
-    "MB_TASKS",
-    "GRADIENT_SETTINGS",
-    "DEFAULT_MILESTONES",
-    "BatchStream",
-    "population_losses",
-    "run",
-    "run_tdopt",
-    "run_gradient",
-    "run_peer",
-]
+__all__ = ["BATCH_SIZE", "MB_TASKS", "BatchStream", "population_losses", "MinibatchFeed", "MinibatchTask"]
 
 BATCH_SIZE = 64
 MB_TASKS: dict[str, str] = {"digits-mb": "digits", "two-moons-mb": "two-moons"}
-GRADIENT_SETTINGS: dict[str, dict[str, float]] = {
-    "sgd": {"lr": 0.2, "momentum": 0.9},
-    "adam": {"lr": 0.003},
-}
-DEFAULT_MILESTONES: tuple[float, ...] = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000)
 
 
 def _task(task_name: str) -> Task:
@@ -99,15 +82,6 @@ def _flat(model: nn.Module) -> Tensor:
 
 
 @torch.no_grad()
-def _write(model: nn.Module, vector: Tensor) -> None:
-    """Copy the flat ``vector (D,)`` into ``model``'s parameters (in ``parameters()`` order)."""
-    offset = 0
-    for p in model.parameters():
-        p.copy_(vector[offset : offset + p.numel()].view_as(p).to(p.dtype))
-        offset += p.numel()
-
-
-@torch.no_grad()
 def population_losses(
     model: nn.Module,
     weights: Tensor,
@@ -126,138 +100,61 @@ def population_losses(
     return torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
 
 
-# --------------------------------------------------------------------------- the loop
-def _milestones(task: Task, budget_fb: float, milestones: Sequence[float] | None) -> list[int]:
-    """Milestones in samples, ascending, those within the budget only."""
-    chosen = DEFAULT_MILESTONES if milestones is None else milestones
-    return [int(round(m * task.n_train)) for m in sorted(chosen) if m <= budget_fb]
+# --------------------------------------------------------------------------- the benchmark tasks
+class MinibatchFeed:
+    """What one optimizer step sees (the feed protocol of :mod:`benchmarks.adapters`): the next batch
+    of the run's :class:`BatchStream`; one evaluation on a batch of ``b`` examples costs
+    ``b / n_train`` full-batch equivalents."""
+
+    def __init__(self, task: MinibatchTask, model: nn.Module, seed: int) -> None:
+        self.task, self.model = task, model
+        self.stream = BatchStream(task.n_train, task.batch_size, seed)
+        self._batch: Tensor | None = None
+
+    def _indices(self) -> Tensor:
+        if self._batch is None:
+            self._batch = self.stream.next()
+        return self._batch
+
+    def data(self) -> tuple[Tensor, Tensor]:
+        idx = self._indices()
+        return self.task.x_train[idx], self.task.y_train[idx]
+
+    def cost(self) -> float:
+        return len(self._indices()) / self.task.n_train
+
+    def losses(self, weights: Tensor) -> Tensor:
+        xb, yb = self.data()
+        return population_losses(self.model, weights, xb, yb, self.task.loss_fn)
+
+    def closure(self) -> Callable[[], Tensor]:
+        """What a user writes: ``lambda: loss_fn(model(xb), yb)`` on this step's batch."""
+        xb, yb = self.data()
+        return lambda: self.task.loss_fn(self.model(xb), yb)
+
+    def advance(self) -> None:
+        self._batch = None
 
 
-def _loop(
-    task: Task,
-    model: nn.Module,
-    seed: int,
-    budget_fb: float,
-    milestones: Sequence[float] | None,
-    cost: Callable[[int], int],
-    step: Callable[[Tensor, Tensor], None],
-    sync: Callable[[], None] = lambda: None,
-) -> list[dict[str, Any]]:
-    """Run ``step(x_batch, y_batch)`` batch after batch while ``cost(batch_size)`` fits the budget;
-    ``sync()`` writes what the method returns into ``model`` before each measurement."""
-    budget = int(budget_fb * task.n_train)
-    marks = _milestones(task, budget_fb, milestones)
-    stream = BatchStream(task.n_train, BATCH_SIZE, seed)
-    samples, steps, t0 = 0, 0, time.perf_counter()
+@dataclass(frozen=True, eq=False)
+class MinibatchTask(Task):
+    """A data task trained in the minibatch loop: budget and checkpoints in full-batch equivalents
+    (training samples processed / n_train); measured on the full training and test sets."""
 
-    def record() -> dict[str, Any]:
-        sync()
-        rec = {"samples": samples, "full_batch_equiv": samples / task.n_train, "steps": steps}
-        rec.update(epochs=stream.epoch, wall_s=time.perf_counter() - t0, **task.measure(model))
-        return rec
+    batch_size: int = BATCH_SIZE
+    kind: ClassVar[str] = "minibatch"
+    unit: ClassVar[str] = "full-batch equivalents (training samples processed / n_train; batches of 64)"
 
-    records = [record()]
-    while True:
-        idx = stream.next()
-        c = cost(len(idx))
-        if samples + c > budget:
-            break
-        step(task.x_train[idx], task.y_train[idx])
-        samples, steps = samples + c, steps + 1
-        if marks and samples >= marks[0]:
-            records.append(record())
-            while marks and samples >= marks[0]:
-                marks.pop(0)
-    if records[-1]["samples"] != samples:
-        records.append(record())
-    return records
+    def feed(self, model: nn.Module, seed: int) -> MinibatchFeed:
+        return MinibatchFeed(self, model, seed)
 
 
-def run_tdopt(
-    task_name: str,
-    seed: int,
-    budget_fb: float,
-    milestones: Sequence[float] | None = None,
-    closure: str = "plain",
-    **tdopt_kwargs: Any,
-) -> list[dict[str, Any]]:
-    """TDOpt with ``opt.step(closure)`` per batch; ``closure="plain"`` is
-    ``lambda: loss_fn(model(xb), yb)``, ``"population"`` a ``tdopt.PopulationLoss`` on the batch."""
-    import tdopt
-
-    if closure not in ("plain", "population"):
-        raise ValueError(f"closure must be 'plain' or 'population', got {closure!r}")
-    task = _task(task_name)
-    model = task.make_model(seed)
-    opt = tdopt.TDOpt(model.parameters(), seed=seed, **tdopt_kwargs)
-
-    def step(xb: Tensor, yb: Tensor) -> None:
-        if closure == "population":
-            opt.step(tdopt.PopulationLoss(model, task.loss_fn, xb, yb))
-        else:
-            opt.step(lambda: task.loss_fn(model(xb), yb))
-
-    return _loop(task, model, seed, budget_fb, milestones, lambda b: opt.next_evaluations * b, step)
+def _minibatch_task(name: str) -> MinibatchTask:
+    base = get_task(MB_TASKS[name])
+    values = {f.name: getattr(base, f.name) for f in fields(base)}
+    values.update(name=name, description=f"{base.description}; minibatch loop, batches of {BATCH_SIZE}")
+    return MinibatchTask(**values)
 
 
-def run_gradient(
-    task_name: str, seed: int, budget_fb: float, milestones: Sequence[float] | None = None, optimizer: str = "adam"
-) -> list[dict[str, Any]]:
-    """SGD (momentum) or Adam with :data:`GRADIENT_SETTINGS`, one step per batch."""
-    task = _task(task_name)
-    model = task.make_model(seed)
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
-    opt = cls(model.parameters(), **GRADIENT_SETTINGS[optimizer])
-
-    def step(xb: Tensor, yb: Tensor) -> None:
-        opt.zero_grad()
-        task.loss_fn(model(xb), yb).backward()
-        opt.step()
-
-    return _loop(task, model, seed, budget_fb, milestones, lambda b: b, step)
-
-
-def run_peer(
-    peer_name: str,
-    task_name: str,
-    seed: int,
-    budget_fb: float,
-    milestones: Sequence[float] | None = None,
-    **peer_overrides: Any,
-) -> list[dict[str, Any]]:
-    """A peer of :mod:`benchmarks.peers` from the seed's initial network: one generation per
-    batch, all members on that batch; the model holds the peer's recommendation when measured."""
-    from .peers import make_peer
-
-    task = _task(task_name)
-    model = task.make_model(seed)
-    x0 = _flat(model).double()
-    budget_evals = max(1, int(budget_fb * task.n_train) // BATCH_SIZE)  # evaluations of one batch each
-    peer = make_peer(peer_name, x0, seed=seed, budget=budget_evals, **peer_overrides)
-
-    def step(xb: Tensor, yb: Tensor) -> None:
-        candidates = peer.ask()
-        peer.tell(population_losses(model, candidates, xb, yb, task.loss_fn))
-
-    return _loop(
-        task,
-        model,
-        seed,
-        budget_fb,
-        milestones,
-        lambda b: peer.popsize * b,
-        step,
-        lambda: _write(model, peer.recommendation()),
-    )
-
-
-def run(
-    method: str, task_name: str, seed: int, budget_fb: float, milestones: Sequence[float] | None = None, **options: Any
-) -> list[dict[str, Any]]:
-    """Dispatch: ``"tdopt"`` (options: TDOpt keywords and ``closure``), ``"sgd"``/``"adam"``, or a
-    peer name (options: its setting overrides)."""
-    if method == "tdopt":
-        return run_tdopt(task_name, seed, budget_fb, milestones, **options)
-    if method in GRADIENT_SETTINGS:
-        return run_gradient(task_name, seed, budget_fb, milestones, optimizer=method)
-    return run_peer(method, task_name, seed, budget_fb, milestones, **options)
+for _name in MB_TASKS:
+    register_task(_name, functools.partial(_minibatch_task, _name))

@@ -72,6 +72,7 @@ __all__ = [
     "BUDGET_CAPS",
     "EXCLUDED",
     "make_method",
+    "not_applicable",
     "effective_options",
     "method_version",
     "Method",
@@ -91,6 +92,11 @@ class MethodSpec:
             part of every run's key.
         fill: ``fill(options) -> effective options`` for methods whose defaults live elsewhere
             (TDOpt's keyword defaults); ``None``: ``defaults`` updated by the overrides.
+        kinds: the task families it applies to (a task's ``kind``: ``"full"`` when it has none,
+            ``"minibatch"``, ``"rl"``); others are left out of a plan with a note.
+        unavailable: ``unavailable() -> reason or None``: why it cannot run here (a missing library);
+            the row is then left out of a plan with the reason.
+        needs_budget: the factory takes ``budget=`` (the run's budget, e.g. for nevergrad's schedules).
     """
 
     factory: Callable[..., Method]
@@ -98,6 +104,9 @@ class MethodSpec:
     description: str
     version: Callable[[], str]
     fill: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    kinds: tuple[str, ...] = ("full", "minibatch", "rl")
+    unavailable: Callable[[], str | None] | None = None
+    needs_budget: bool = False
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -172,9 +181,23 @@ def tdopt_options(options: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def make_method(name: str, task: Task, model: nn.Module, seed: int, options: dict[str, Any]) -> Method:
+def make_method(
+    name: str, task: Task, model: nn.Module, seed: int, options: dict[str, Any], budget: float | None = None
+) -> Method:
     """The adapter for optimizer ``name`` with the (effective) ``options``."""
-    return _spec(name).factory(task, model, seed, options)
+    spec = _spec(name)
+    if spec.needs_budget:
+        return spec.factory(task, model, seed, options, budget=budget)
+    return spec.factory(task, model, seed, options)
+
+
+def not_applicable(optimizer: str, task: Task) -> str | None:
+    """Why ``optimizer`` is left out on ``task`` (another task family, or its library missing), or None."""
+    spec = _spec(optimizer)
+    kind = getattr(task, "kind", "full")
+    if kind not in spec.kinds:
+        return f"{optimizer} does not apply to {kind} tasks (it runs on: {', '.join(spec.kinds)})"
+    return spec.unavailable() if spec.unavailable is not None else None
 
 
 def _gradient(cls: type[GradientMethod], optimizer_cls: type[torch.optim.Optimizer]) -> Callable[..., Method]:
@@ -209,7 +232,9 @@ _TDOPT = {"factory": TDOptMethod, "version": _tdopt_version, "fill": tdopt_optio
 _BUILTIN: dict[str, MethodSpec] = {
     # TDOpt's own defaults (every keyword recorded in each run's options)
     "tdopt": MethodSpec(
-        defaults={}, description="TDOpt, default settings, PopulationLoss over the full train set", **_TDOPT
+        defaults={},
+        description="TDOpt, default settings; opt.step(closure) on each step's data (full batch: a PopulationLoss)",
+        **_TDOPT,
     ),
     "tdopt-noavg": MethodSpec(
         defaults={"average": False}, description="TDOpt with average=False (ablation: no averaging)", **_TDOPT
@@ -220,16 +245,24 @@ _BUILTIN: dict[str, MethodSpec] = {
         {"lr": 0.3, "momentum": 0.9},
         "SGD + momentum, full batch",
         _torch_version,
+        kinds=("full",),
     ),
-    "adam": MethodSpec(_gradient(GradientMethod, torch.optim.Adam), {"lr": 0.03}, "Adam, full batch", _torch_version),
+    "adam": MethodSpec(
+        _gradient(GradientMethod, torch.optim.Adam), {"lr": 0.03}, "Adam, full batch", _torch_version, kinds=("full",)
+    ),
     "sgd-mb": MethodSpec(
         _gradient(MinibatchMethod, torch.optim.SGD),
         {"lr": 0.2, "momentum": 0.9, "batch_size": 64},
         "SGD + momentum, minibatch",
         _torch_version,
+        kinds=("full", "minibatch"),
     ),
     "adam-mb": MethodSpec(
-        _gradient(MinibatchMethod, torch.optim.Adam), {"lr": 0.003, "batch_size": 64}, "Adam, minibatch", _torch_version
+        _gradient(MinibatchMethod, torch.optim.Adam),
+        {"lr": 0.003, "batch_size": 64},
+        "Adam, minibatch",
+        _torch_version,
+        kinds=("full", "minibatch"),
     ),
     "random": MethodSpec(
         RandomSearch,
@@ -237,9 +270,16 @@ _BUILTIN: dict[str, MethodSpec] = {
         "random search: fresh random networks, best by train loss",
         _adapter_version(1),
     ),
-    "cma": MethodSpec(_cma(False), {"sigma": 0.3, "popsize": None}, "CMA-ES (cmaes.CMA, ask/tell)", _cmaes_version),
+    # full batch only (returns the incumbent); on the other families the peers cmaes-cma / cmaes-sepcma
+    "cma": MethodSpec(
+        _cma(False), {"sigma": 0.3, "popsize": None}, "CMA-ES (cmaes.CMA, ask/tell)", _cmaes_version, kinds=("full",)
+    ),
     "sepcma": MethodSpec(
-        _cma(True), {"sigma": 0.1, "popsize": None}, "separable CMA-ES (cmaes.SepCMA, ask/tell)", _cmaes_version
+        _cma(True),
+        {"sigma": 0.1, "popsize": None},
+        "separable CMA-ES (cmaes.SepCMA, ask/tell)",
+        _cmaes_version,
+        kinds=("full",),
     ),
     "openai-es": MethodSpec(
         OpenAIES,

@@ -37,6 +37,7 @@ init scale for these layer widths; pass ``sigma=`` to :func:`make_peer` to chang
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
@@ -45,6 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from .adapters import FlatModel, Method, RunFailure, make_feed
+from .optimizers import MethodSpec, register_method
 
 __all__ = [
     "PEER_NAMES",
@@ -56,6 +60,7 @@ __all__ = [
     "unavailable_reason",
     "make_peer",
     "default_popsize",
+    "PeerMethod",
 ]
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -302,3 +307,76 @@ def make_peer(name: str, x0: Tensor, seed: int = 0, budget: int = 10_000, **over
         raise ValueError(f"unknown settings for {name}: {sorted(unknown)}; known: {sorted(settings)}")
     settings.update(overrides)
     return _CLASSES[settings["library"]](name, x0, seed, budget, settings)
+
+
+# --------------------------------------------------------------------------- the benchmark rows
+class PeerMethod(Method):
+    """A peer as a runner method (:mod:`benchmarks.adapters`): from the seed's initial network or
+    policy, one generation per step, every member on the step's data (full training set, batch
+    or episode seeds); the model holds the peer's recommendation when measured."""
+
+    returns = "current"
+
+    def __init__(self, task, model, seed, options, budget, name):
+        super().__init__(task, model, seed, options)
+        self.flat = FlatModel(task, model)
+        self.feed = make_feed(task, model, seed, self.flat)
+        evaluations = max(1, int((budget or 1) / self.feed.cost()))  # nevergrad plans with it
+        settings = {k: v for k, v in options.items() if k in SETTINGS[name]}
+        try:
+            self.peer = make_peer(name, self.flat.get().double(), seed=seed, budget=evaluations, **settings)
+        except PeerFailure as exc:
+            raise RunFailure(str(exc)) from exc
+
+    def next_cost(self, room):
+        return max(self.peer.popsize, 1) * self.feed.cost()
+
+    def step(self, cost):
+        unit = self.feed.cost()
+        try:
+            candidates = self.peer.ask()
+            self.peer.tell(self.feed.losses(candidates))
+        except PeerFailure as exc:
+            raise RunFailure(str(exc)) from exc
+        self.feed.advance()
+        self.evals += candidates.shape[0] * unit
+        self.steps += 1
+
+    def sync(self):
+        if self.steps:
+            self.flat.set(self.peer.recommendation())
+
+    def info(self):
+        return {"settings": {k: v for k, v in self.peer.settings.items() if k != "x0"}}
+
+
+def _library_version(name: str):
+    def version() -> str:
+        library = SETTINGS[name]["library"]
+        try:
+            return f"{library} {importlib.import_module(library).__version__}, benchmarks peer adapter 1"
+        except Exception:  # unavailable: the plan skips the row with unavailable_reason
+            return f"{library} unavailable"
+
+    return version
+
+
+def _register() -> None:
+    for name, settings in SETTINGS.items():
+        defaults = {k: v for k, v in settings.items() if k != "library"}
+        what = settings.get("optimizer") or settings.get("algorithm") or settings.get("class")
+        source = SOURCES.get(name, SOURCES.get(settings["library"], ""))
+        register_method(
+            name,
+            MethodSpec(
+                factory=functools.partial(PeerMethod, name=name),
+                defaults=defaults,
+                description=f"{settings['library']} {what} (ask/tell; returns its mean/centre); {source}",
+                version=_library_version(name),
+                unavailable=functools.partial(unavailable_reason, name),
+                needs_budget=True,
+            ),
+        )
+
+
+_register()

@@ -4,7 +4,8 @@
     python -m benchmarks.readme --check  # exit 1 when README.md is out of date
 
 Sources: ``benchmarks/results/full/SUMMARY.md`` (or ``quick/`` when no full run exists), ``digits/``,
-``benchmarks/results/ablation/ABLATION.md`` and the tuned config ``results/tuned/digits+two-moons.json``.
+``minibatch/`` and ``rl/`` (the other task families), ``benchmarks/results/ablation/ABLATION.md`` and the
+tuned config ``results/tuned/digits+two-moons.json``.
 """
 
 from __future__ import annotations
@@ -101,6 +102,47 @@ def digits_section() -> str:
             f"![digits]({_rel(run / 'digits.png')})",
         ]
     )
+
+
+FAMILY_TITLES = {
+    "minibatch": (
+        "Minibatch drop-in",
+        "The loop a torch user writes: shuffle every epoch, batches of 64, one `opt.step(closure)` per batch "
+        "(the closure: the loss on that batch); SGD/Adam in the same loop, derivative-free peers one generation "
+        "per batch on the same batches. Budget: training samples processed, in full-batch equivalents "
+        "(samples / n_train). Test accuracy of what each optimizer leaves in the model.",
+    ),
+    "rl": (
+        "Reinforcement learning (gymnasium classic control)",
+        "One evaluation = mean return of 3 episodes; all members of a step share the episode seeds, new seeds "
+        "every step. Budget in episodes. Test return: the policy in the params (peers: their mean/centre) on "
+        "10 fixed seeds never used in training; CartPole target 475.",
+    ),
+}
+
+
+def family_section(family: str) -> str:
+    """A task family's tables (with wall times), plots and machine, from ``results/<family>/``."""
+    run = RESULTS / family
+    tables = sorted(run.glob("table-*.md"))
+    if not tables:
+        return ""
+    title, intro = FAMILY_TITLES[family]
+    lines = [f"### {title} (`{_rel(run / 'results.jsonl')}`)", "", intro, ""]
+    resume = f"python -m benchmarks --family {family} --out {_rel(run)}"
+    lines += [f"Run or continue with `{resume}`.", ""]
+    for table in tables:
+        text = table.read_text().split(NOISE_INTRO)[0].strip().splitlines()  # robustness: in RESULTS.md
+        lines += [text[0].replace("### ", "#### "), *text[1:], ""]
+        image = run / f"{table.stem.removeprefix('table-')}.png"
+        if image.exists():
+            lines += [f"![{image.stem}]({_rel(image)})", ""]
+    results = run / "RESULTS.md"
+    if results.exists():  # the machine table of RESULTS.md (wall times above are on it)
+        machine = results.read_text().partition("## Machine")[2].split("\n## ", 1)[0]
+        lines += ["Machine:", "", *[line for line in machine.splitlines() if line.startswith("|")], ""]
+    lines.append(f"Machine, every option and each peer's settings: [{_rel(results)}]({_rel(results)}).")
+    return "\n".join(lines).rstrip()
 
 
 def ablation_section() -> str:
@@ -200,8 +242,16 @@ def performance_section() -> str:
     )
 
 
+def radius_section() -> str:
+    """Where the radius matters (benchmarks.radius's sweep), when its results exist."""
+    from .radius import OUT, readme_section
+
+    return readme_section() if (OUT / "runs.jsonl").exists() else ""
+
+
 def section() -> str:
-    parts = [benchmark_section(), digits_section(), ablation_section(), tuning_section(), performance_section()]
+    parts = [benchmark_section(), digits_section(), family_section("minibatch"), family_section("rl")]
+    parts += [ablation_section(), radius_section(), tuning_section(), performance_section()]
     parts.append(
         "Everything on performance (PopulationLoss methods, TDOpt.step, the cmaes peers): [docs/performance.md]"
         "(docs/performance.md)."

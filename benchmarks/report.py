@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .optimizers import METHODS, method_names
-from .runner import RESULTS_FILE, ResultStore
+from .runner import RESULTS_FILE, ResultStore, load_plugins
 from .tasks import get_task, task_names
 
 __all__ = ["write_report", "select_groups", "task_table", "summarize", "REFERENCES_PATH"]
@@ -93,17 +93,38 @@ def _f(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
+def metric_of(records: list[dict[str, Any]]) -> str:
+    """The test measure of these records' task (``test_acc``; ``test_return`` for RL)."""
+    return records[0].get("metric", "test_acc")
+
+
+METRIC_LABELS = {"test_acc": "test acc", "test_return": "test return"}
+
+
+def metric_cell(s: dict[str, float], metric: str) -> str:
+    """median [min–max] of a test measure: accuracies with 3 decimals, returns with 1."""
+    if metric == "test_acc":
+        return _acc(s)
+    if not math.isfinite(s["median"]):
+        return "—"
+    return f"{s['median']:.1f} [{s['min']:.1f}–{s['max']:.1f}]"
+
+
 def summarize(records: list[dict[str, Any]], budgets: Sequence[int] = SHOWN_BUDGETS) -> dict[str, Any]:
-    """Median/min/max over seeds of the measures shown in the tables."""
+    """Median/min/max over seeds of the measures shown in the tables (``test_acc*``: the task's test
+    measure, see :func:`metric_of`)."""
     budget = int(records[0]["budget"])
     shown = [b for b in budgets if b < budget] + [budget]
+    metric = metric_of(records)
     out: dict[str, Any] = {
         "n": len(records),
         "budget": budget,
-        "returns": records[0].get("returns", "?"),
-        "test_acc_at": {b: _stats([value_at(r, "test_acc", b) for r in records]) for b in shown},
-        "test_acc": _stats([_f(r["test_acc"]) for r in records]),
-        "train_loss": _stats([_f(r["train_loss"]) for r in records]),
+        "metric": metric,
+        "unit": records[0].get("unit", "evaluations"),
+        "returns": _returns(records[0]),
+        "test_acc_at": {b: _stats([value_at(r, metric, b) for r in records]) for b in shown},
+        "test_acc": _stats([_f(r.get(metric)) for r in records]),
+        "train_loss": _stats([_f(r.get("train_loss")) for r in records]),
         "evals": _stats([_f(r["evals"]) for r in records]),
         "steps": _stats([_f(r["steps"]) for r in records]),
         "wall_s": _stats([_f(r["wall_s"]) for r in records]),
@@ -116,9 +137,17 @@ def summarize(records: list[dict[str, Any]], budgets: Sequence[int] = SHOWN_BUDG
     return out
 
 
+def _returns(record: dict[str, Any]) -> str:
+    """What the run returned; TDOpt runs on a noisy loss stored before the "centre" label say "incumbent"."""
+    noisy = record.get("info", {}).get("noise") in ("shared", "independent")
+    return "centre" if noisy and record.get("returns") == "incumbent" else record.get("returns", "?")
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     a = np.array(values, dtype=float)
     a = np.where(np.isnan(a), np.inf, a)  # a missing value (diverged run) counts as worst
+    if a.size and np.isinf(a).all():
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "q1": math.nan, "q3": math.nan}
     if a.size == 0:
         return {"median": math.nan, "min": math.nan, "max": math.nan, "q1": math.nan, "q3": math.nan}
     med = float(np.median(a))
@@ -167,19 +196,24 @@ def task_table(task: str, groups: dict[tuple[str, str], list[dict]]) -> str:
     max_budget = max(s["budget"] for s in summaries.values())
     columns = [b for b in SHOWN_BUDGETS if b < max_budget] + [max_budget]
     target = next((s["target_acc"] for s in summaries.values() if s["target_acc"] is not None), None)
+    first = next(iter(summaries.values()))
+    metric, label = first["metric"], METRIC_LABELS.get(first["metric"], first["metric"])
+    has_loss = any(math.isfinite(s["train_loss"]["median"]) for s in summaries.values())
+    unit = "episodes" if first["unit"] == "episodes" else "evals"
     head = ["optimizer", "returns", "seeds", "budget"]
-    head += [f"test acc @{_k(b)}" for b in columns]
-    head += ["final train loss"]
+    head += [f"{label} @{_k(b)}" for b in columns]
+    head += ["final train loss"] if has_loss else []
     if target is not None:
-        head += [f"evals to test acc ≥ {target:g} (reached)"]
+        head += [f"{unit} to {label} ≥ {target:g} (reached)"]
     head += ["steps", "wall s", "CPU s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for p in pairs:
         s = summaries[p]
         row = [f"`{p[1]}`", s["returns"], str(s["n"]), str(s["budget"])]
         for b in columns:
-            row.append(_acc(s["test_acc_at"][b]) if b in s["test_acc_at"] else "—")
-        row.append(_span(s["train_loss"]))
+            row.append(metric_cell(s["test_acc_at"][b], metric) if b in s["test_acc_at"] else "—")
+        if has_loss:
+            row.append(_span(s["train_loss"]))
         if target is not None:
             e = s["evals_to_target"]
             cell = f"{_count(e['median'])} [{_count(e['min'])}–{_count(e['max'])}]" if s["reached"] else "never"
@@ -188,6 +222,8 @@ def task_table(task: str, groups: dict[tuple[str, str], list[dict]]) -> str:
         row.append(_span(s["wall_s"], _wall))
         row.append(_span(s["cpu_s"], _wall) if math.isfinite(s["cpu_s"]["median"]) else "—")
         lines.append("| " + " | ".join(row) + " |")
+    if first["unit"] != "evaluations":
+        lines += ["", f"Budget unit: {first['unit']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -234,58 +270,17 @@ def references_table(task: str, refs: dict[str, Any] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- plots
-def plot_task(task: str, groups: dict[tuple[str, str], list[dict]], path: str | os.PathLike[str]) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pairs = [p for p in _order(groups) if p[0] == task]
-    if not pairs:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(13.5, 4.5))
-    cmap = plt.get_cmap("tab10")
-    styles = ("-", "--", ":")
-    for i, p in enumerate(pairs):
-        recs = groups[p]
-        budget = max(int(r["budget"]) for r in recs)
-        first = min(min((e for e in r["curve"]["evals"] if e > 0), default=budget) for r in recs)
-        grid = np.geomspace(max(first, 1e-3), budget, 200)
-        color = cmap(i % 10)
-        style = styles[(i // 10) % len(styles)]
-        width = 2.4 if p[1] == "tdopt" else 1.5
-        for ax, key in zip(axes, ("test_acc", "train_loss"), strict=True):
-            vals = np.array([[value_at(r, key, g) for g in grid] for r in recs], dtype=float)
-            if key == "train_loss":
-                vals = np.maximum(vals, LOSS_FLOOR)  # exact zeros (float32 underflow) on the log axis
-            with np.errstate(all="ignore"):
-                med = np.nanmedian(vals, axis=0) if np.isfinite(vals).any() else vals[0]
-                lo, hi = np.nanmin(vals, axis=0), np.nanmax(vals, axis=0)
-            ax.plot(grid, med, color=color, ls=style, lw=width, label=f"{p[1]} (n={len(recs)})")
-            ax.fill_between(grid, lo, hi, color=color, alpha=0.15, lw=0)
-    axes[0].set_ylabel("test accuracy (returned model)")
-    axes[1].set_ylabel(f"train loss (returned model; floored at {LOSS_FLOOR:g})")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlabel("loss evaluations (forward passes over the train set)")
-        ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="center right")
-    fig.suptitle(f"{task}: median over seeds, band = min–max", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # --------------------------------------------------------------------------- RESULTS.md
 def load_references(path: str | os.PathLike[str] | None = REFERENCES_PATH) -> dict[str, Any] | None:
     if path is None or not Path(path).exists():
         return None
     return json.loads(Path(path).read_text())
+
+
+def plot_task(task: str, groups: dict[tuple[str, str], list[dict]], path: str | os.PathLike[str]) -> Path | None:
+    from .plots import plot_task as plot
+
+    return plot(task, groups, path)
 
 
 def write_report(
@@ -294,6 +289,7 @@ def write_report(
     plots: bool = True,
 ) -> list[Path]:
     """Write the tables, plots and RESULTS.md of ``out_dir``; return the written paths."""
+    load_plugins()  # the tasks and methods of the other families (descriptions, units)
     out = Path(out_dir)
     records = ResultStore(out / RESULTS_FILE).load()
     groups, notes = select_groups(records)
@@ -317,7 +313,8 @@ def write_report(
     summary = summary_table(groups, tasks)
     summary_md = out / "SUMMARY.md"
     summary_md.write_text(
-        f"Final test accuracy, median [min–max] over seeds (budget per row: see [RESULTS.md](RESULTS.md)).\n\n{summary}"
+        "Final test accuracy (test return for RL), median [min–max] over seeds (budget per row: see "
+        f"[RESULTS.md](RESULTS.md)).\n\n{summary}"
     )
     written.append(summary_md)
     results_md = out / "RESULTS.md"
@@ -342,7 +339,7 @@ def summary_table(groups: dict[tuple[str, str], list[dict]], tasks: list[str]) -
                 row.append("—")
                 continue
             s = summarize(recs)
-            row.append(f"{_acc(s['test_acc'])} ({s['budget']})")
+            row.append(f"{metric_cell(s['test_acc'], s['metric'])} ({s['budget']})")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -382,20 +379,22 @@ def _results_md(out, records, groups, notes, sections, refs, run_info, summary) 
             "",
         ]
     lines += [
-        "## Summary: final test accuracy",
+        "## Summary: final test accuracy (RL: test return)",
         "",
         summary,
         "## Protocol",
         "",
         f"- {len(records)} runs stored; shown: {sum(len(v) for v in groups.values())} runs, "
         f"{', '.join(map(str, seeds)) or '0'} seed(s) per (task, optimizer), budgets {', '.join(map(str, budgets))}.",
-        "- Budget unit: one *evaluation* = one forward pass over the training set. A full-batch gradient "
-        "step (forward + backward) counts 1, a minibatch step batch/n_train; a derivative-free method "
-        "counts every candidate it evaluates. Epochs (examples forwarded / n_train) therefore equal "
-        "evaluations; `steps` counts optimizer steps (generations for the evolution strategies).",
+        *_unit_lines(groups),
+        "- Budget unit (full-batch tasks): one *evaluation* = one forward pass over the training set. "
+        "A full-batch gradient step (forward + backward) counts 1, a minibatch step batch/n_train; "
+        "a derivative-free method counts every candidate it evaluates. Epochs (examples forwarded / n_train) "
+        "therefore equal evaluations; `steps` counts optimizer steps (generations for the evolution strategies).",
         "- No method exceeds its budget: a step is taken only when its cost fits. Test accuracy `@B` is that "
         "of the model the method would return with budget B (the last checkpoint with evals ≤ B). "
-        "`returns`: *incumbent* = the best evaluated point by train loss; *current* = the iterate.",
+        "`returns`: *incumbent* = the best evaluated point by train loss; *current* = the iterate (peers: their "
+        "mean/centre); *centre* = TDOpt's search centre, what it leaves in the params for a noisy loss.",
         "- Cells: median [min–max] over seeds. Evals to target: first of ~100 log-spaced checkpoints at which "
         "the returned model's test accuracy reaches the target (resolution ~10%); seeds that never reach it "
         "count as infinite (so the median can be `>budget`).",
@@ -421,6 +420,12 @@ def _results_md(out, records, groups, notes, sections, refs, run_info, summary) 
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def _unit_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """One line per task whose budget is not counted in full-batch evaluations (minibatch, RL)."""
+    units = {task: recs[0].get("unit") for (task, _), recs in groups.items()}
+    return [f"- Budget unit of `{t}`: {u}." for t, u in sorted(units.items()) if u not in (None, "evaluations")]
 
 
 def _machine_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:

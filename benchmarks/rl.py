@@ -24,14 +24,17 @@ Public API::
     test_return(policy_or_weights, env_name) -> float (or (N,) for a batch)
     train_seeds(run_seed, step, k=3) -> list[int]
     episode_closure(model, opt, env_name, run_seed) -> closure for opt.step
-    run_tdopt(env_name, seed, budget_episodes, ...) / run_peer(...) -> list of records
+    EpisodeLoss(model, env_name, seeds)     # the same closure, evaluating a population in one batch
     throughput(env_name, ...) -> episodes/s of the batched and the gymnasium loops
 
-Run ``python -m benchmarks.rl`` for the demo (TDOpt with its defaults on CartPole).
+The tasks ``CartPole-v1`` and ``Pendulum-v1`` (:class:`RLTask`) are registered with the runner:
+``python -m benchmarks --tasks CartPole-v1 ...`` runs them like every other task (see
+``benchmarks/README.md``). Run ``python -m benchmarks.rl`` for the throughput of the dynamics.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from tdopt import PopulationLoss
+
+from .tasks import register_task
 
 __all__ = [
     "ENVS",
@@ -54,8 +61,9 @@ __all__ = [
     "test_return",
     "train_seeds",
     "episode_closure",
-    "run_tdopt",
-    "run_peer",
+    "EpisodeLoss",
+    "EpisodeFeed",
+    "RLTask",
     "throughput",
 ]
 
@@ -250,68 +258,92 @@ def episode_closure(
     return closure
 
 
-# --------------------------------------------------------------------------- training loops
-def _record(episodes: int, env_name: str, params: Tensor, centre: Tensor | None, t0: float) -> dict[str, Any]:
-    """A milestone record: the test return of ``params`` (and of ``centre`` when given)."""
-    rec = {
-        "episodes": episodes,
-        "test_return": float(test_return(params, env_name)),
-        "wall_s": time.perf_counter() - t0,
-    }
-    if centre is not None:
-        rec["centre_test_return"] = float(test_return(centre, env_name))
-    return rec
+class EpisodeLoss(PopulationLoss):
+    """The closure of :func:`episode_closure` for fixed ``seeds``, as a :class:`tdopt.PopulationLoss`:
+    ``TDOpt.step`` then runs the whole population's episodes in one batch (the same returns as
+    member by member: :func:`episode_returns` is exact per row). Called with no arguments it is
+    the plain closure (the loss of the model's current parameters)."""
+
+    def __init__(self, model: nn.Module, env_name: str, seeds: Sequence[int]) -> None:
+        # no PopulationLoss.__init__: there are no inputs and targets, only episodes
+        self.model, self.env_name, self.seeds = model, env_name, list(seeds)
+        self.last_method = "episodes"
+
+    def __call__(self) -> Tensor:
+        return -episode_returns(self.model, self.env_name, self.seeds).mean()
+
+    def evaluate(self, batched: Any) -> Tensor:
+        params = list(self.model.parameters())
+        n = next(iter(batched.values())).shape[0]
+        rows = [(batched[p] if p in batched else p.detach().expand(n, *p.shape)).reshape(n, -1) for p in params]
+        return fitness(torch.cat(rows, dim=1), self.env_name, self.seeds)
 
 
-def run_tdopt(
-    env_name: str, seed: int, budget_episodes: int, test_every: int = 500, **tdopt_kwargs: Any
-) -> list[dict[str, Any]]:
-    """TDOpt driven as a user would: ``opt.step(episode_closure(...))`` until the next step no
-    longer fits ``budget_episodes``. Records ``{"episodes", "test_return", "centre_test_return"
-    (when the optimizer exposes ``centre``), "wall_s"}`` at 0, every ``test_every`` episodes
-    and at the end; the test return is that of the policy in the model's parameters."""
-    import tdopt
+# --------------------------------------------------------------------------- the benchmark tasks
+class EpisodeFeed:
+    """What one optimizer step sees (the feed protocol of :mod:`benchmarks.adapters`): the episode
+    seeds ``train_seeds(run_seed, step)``, shared by every member of the step, new every step;
+    one evaluation costs :data:`EPISODES_PER_EVAL` episodes of budget."""
 
-    model = make_policy(seed, env_name)
-    opt = tdopt.TDOpt(model.parameters(), seed=seed, **tdopt_kwargs)
-    closure = episode_closure(model, opt, env_name, seed)
-    t0 = time.perf_counter()
-    records = [_record(0, env_name, flat_weights(model)[0], None, t0)]
-    episodes, next_test = 0, test_every
-    while episodes + opt.next_evaluations * EPISODES_PER_EVAL <= budget_episodes:
-        before = opt.evaluations
-        opt.step(closure)
-        episodes += (opt.evaluations - before) * EPISODES_PER_EVAL
-        if episodes >= next_test or episodes + opt.next_evaluations * EPISODES_PER_EVAL > budget_episodes:
-            centre = getattr(opt, "centre", None)
-            records.append(_record(episodes, env_name, flat_weights(model)[0], centre, t0))
-            next_test = (episodes // test_every + 1) * test_every
-    return records
+    def __init__(self, model: nn.Module, env_name: str, run_seed: int) -> None:
+        self.model, self.env_name, self.run_seed, self.step = model, env_name, run_seed, 0
+
+    def cost(self) -> float:
+        return float(EPISODES_PER_EVAL)
+
+    def losses(self, weights: Tensor) -> Tensor:
+        return fitness(weights, self.env_name, train_seeds(self.run_seed, self.step))
+
+    def closure(self) -> EpisodeLoss:
+        return EpisodeLoss(self.model, self.env_name, train_seeds(self.run_seed, self.step))
+
+    def advance(self) -> None:
+        self.step += 1
 
 
-def run_peer(
-    peer_name: str, env_name: str, seed: int, budget_episodes: int, test_every: int = 500
-) -> list[dict[str, Any]]:
-    """A derivative-free peer (:mod:`benchmarks.peers`) from the same x0 as TDOpt (the policy of
-    ``seed``): one generation per step, every member on the step's shared seeds. Records as
-    :func:`run_tdopt`; ``test_return`` is that of the peer's recommendation (its mean/centre)."""
-    from .peers import make_peer
+class RLTask:
+    """A policy-search task for :mod:`benchmarks.runner`: budget in episodes, the measure is the
+    test return of the policy in the model on :data:`TEST_SEEDS` (checkpoints: ~30 log-spaced and
+    every :attr:`test_every` episodes), target: return >= ``spec.target_return`` (CartPole: 475)."""
 
-    x0 = flat_weights(make_policy(seed, env_name))[0].double()
-    budget_evals = budget_episodes // EPISODES_PER_EVAL
-    peer = make_peer(peer_name, x0, seed=seed, budget=budget_evals)
-    t0 = time.perf_counter()
-    records = [_record(0, env_name, x0, None, t0)]
-    episodes, next_test, step = 0, test_every, 0
-    while episodes + peer.popsize * EPISODES_PER_EVAL <= budget_episodes:
-        candidates = peer.ask()
-        peer.tell(fitness(candidates, env_name, train_seeds(seed, step)))
-        episodes += candidates.shape[0] * EPISODES_PER_EVAL
-        step += 1
-        if episodes >= next_test or episodes + peer.popsize * EPISODES_PER_EVAL > budget_episodes:
-            records.append(_record(episodes, env_name, peer.recommendation(), None, t0))
-            next_test = (episodes // test_every + 1) * test_every
-    return records
+    kind = "rl"
+    metric = target_metric = "test_return"
+    unit = "episodes"
+    test_every = 500
+
+    def __init__(self, env_name: str) -> None:
+        self.spec = _spec(env_name)
+        self.name = env_name
+        self.target_acc = self.spec.target_return
+        i, h, o = self.spec.sizes
+        self.model_name = f"policy MLP {i}-{h}-{o} (tanh)"
+        act = "argmax action" if env_name == "CartPole-v1" else "torque 2 tanh(output)"
+        self.description = (
+            f"gymnasium {env_name} (batched torch dynamics), {self.model_name}, {act}; one evaluation = mean "
+            f"return of {EPISODES_PER_EVAL} episodes, seeds shared within a step; test: {len(TEST_SEEDS)} fixed "
+            "unseen seeds"
+        )
+
+    def make_model(self, seed: int) -> nn.Module:
+        return make_policy(seed, self.name)
+
+    def num_params(self) -> int:
+        return self.spec.dim
+
+    def measure(self, model: nn.Module) -> dict[str, float]:
+        return {"test_return": float(test_return(model, self.name))}
+
+    def checkpoints(self, budget: int) -> list[int]:
+        from .runner import checkpoints
+
+        return sorted(set(checkpoints(budget, n=30)) | set(range(self.test_every, budget, self.test_every)))
+
+    def feed(self, model: nn.Module, seed: int) -> EpisodeFeed:
+        return EpisodeFeed(model, self.name, seed)
+
+
+for _env in ENVS:
+    register_task(_env, functools.partial(RLTask, _env))
 
 
 # --------------------------------------------------------------------------- throughput
@@ -366,13 +398,7 @@ def throughput(env_name: str = "CartPole-v1", population: int = 64, episodes: in
 
 
 if __name__ == "__main__":
-    # python -m benchmarks.rl [SEED ...]: throughput, then TDOpt (its defaults) on CartPole for
-    # ~2000 episodes per seed, printing the test return of the policy in the params
-    import sys
-
+    # python -m benchmarks.rl: episodes/s of the batched dynamics and of gymnasium's loop
     torch.set_num_threads(1)
     for env in ENVS:
         print({k: round(v) if isinstance(v, float) else v for k, v in throughput(env).items()})
-    for run_seed in [int(a) for a in sys.argv[1:]] or [0]:
-        for r in run_tdopt("CartPole-v1", run_seed, budget_episodes=2000, test_every=250):
-            print(f"seed {run_seed}", {k: round(v, 1) for k, v in r.items()}, flush=True)

@@ -68,7 +68,8 @@ import torch
 
 import tdopt
 
-from .optimizers import BUDGET_CAPS, EXCLUDED, METHODS, effective_options, make_method, method_version
+from .adapters import RunFailure
+from .optimizers import BUDGET_CAPS, EXCLUDED, METHODS, effective_options, make_method, method_version, not_applicable
 from .tasks import TASKS, get_task
 
 __all__ = [
@@ -93,7 +94,7 @@ THREADS = 1
 N_CHECKPOINTS = 100
 RESULTS_FILE = "results.jsonl"
 # Modules that register extra tasks and methods when present (see load_plugins).
-PLUGINS = ("benchmarks.rl", "benchmarks.peers")
+PLUGINS = ("benchmarks.minibatch", "benchmarks.rl", "benchmarks.peers")
 
 
 # --------------------------------------------------------------------------- keys
@@ -208,6 +209,7 @@ def run_one(
     """
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive int, got {budget!r}")
+    load_plugins()
     t = get_task(task)
     opts = effective_options(optimizer, options)
     chash = config_hash(optimizer, opts)
@@ -218,7 +220,7 @@ def run_one(
 def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
     start = time.perf_counter()
     model = task.make_model(seed)
-    method = make_method(optimizer, task, model, seed, opts)
+    method = make_method(optimizer, task, model, seed, opts, budget=budget)
     curve, opt_time, opt_cpu = _optimise(task, model, method, budget, report)
     final = {k: v[-1] for k, v in curve.items() if k not in ("evals", "wall_s")}
     # The robustness of the final model is measured after the clock stops; tasks without
@@ -235,6 +237,9 @@ def _run(task, optimizer, seed, budget, opts, chash, report) -> dict[str, Any]:
         "seed": seed,
         "budget": budget,
         "config_hash": chash,
+        "family": getattr(task, "kind", "full"),
+        "metric": getattr(task, "metric", "test_acc"),
+        "unit": getattr(task, "unit", "evaluations"),
         "config": run_config(optimizer, opts),
         "options": opts,
         "returns": method.returns,
@@ -271,6 +276,7 @@ def _optimise(task, model, method, budget, report) -> tuple[dict[str, list[float
         if curve["evals"] and curve["evals"][-1] == method.evals:
             return
         w0, c0 = time.perf_counter(), time.thread_time()
+        method.sync()
         m = task.measure(model)
         curve["evals"].append(method.evals)
         curve["wall_s"].append(round(w0 - loop_wall - spent["wall"], 4))
@@ -285,7 +291,7 @@ def _optimise(task, model, method, budget, report) -> tuple[dict[str, list[float
             spent["cpu"] += time.thread_time() - c0
 
     record_point()
-    for cp in checkpoints(budget):
+    for cp in getattr(task, "checkpoints", checkpoints)(budget):
         while True:
             cost = method.next_cost(cp - method.evals)
             if not 0 < cost <= cp - method.evals + 1e-9:
@@ -381,6 +387,10 @@ def plan_runs(
             if caps and (task, opt) in EXCLUDED:
                 notes.append(f"{task}/{opt}: excluded ({EXCLUDED[(task, opt)]})")
                 continue
+            reason = not_applicable(opt, get_task(task))
+            if reason is not None:
+                notes.append(f"{task}/{opt}: skipped: {reason}")
+                continue
             b = budget
             cap = BUDGET_CAPS.get((task, opt))
             if caps and cap is not None and cap < budget:
@@ -414,7 +424,12 @@ def run_many(
     try:
         for r in todo:
             bar.set_postfix_str(f"{r['task']} {r['optimizer']} seed={r['seed']} budget={r['budget']}")
-            rec = run_one(r["task"], r["optimizer"], r["seed"], r["budget"], options=r["options"])
+            try:
+                rec = run_one(r["task"], r["optimizer"], r["seed"], r["budget"], options=r["options"])
+            except RunFailure as exc:  # a peer library's known bug: say so, keep going (nothing stored)
+                print(f"\nnote: {r['task']}/{r['optimizer']} seed {r['seed']} failed: {exc}", file=sys.stderr)
+                bar.update(1)
+                continue
             if rec["config_hash"] != r["config_hash"]:  # e.g. a library upgraded meanwhile
                 warnings.warn(
                     f"{r['task']}/{r['optimizer']} seed {r['seed']}: config hash changed between planning and "

@@ -357,7 +357,7 @@ def test_cli_small_run_and_report(tmp_path, monkeypatch, capsys):
 def _tiny_quick(monkeypatch, tmp_path, published=None):
     """The quick preset, shrunk to a tiny budget, writing into tmp_path/runs/quick."""
     monkeypatch.setattr(report, "REFERENCES_PATH", REFERENCES_FIXTURE)
-    quick = dict(cli.QUICK, tasks=["two-moons"], optimizers=["tdopt", "sgd", "random"], seeds=2, budget=30)
+    quick = dict(cli.QUICK, tasks=["two-moons"], optimizers=["tdopt", "sgd", "random"], seeds=2, budget=30, extra=[])
     quick.update(out=tmp_path / "runs" / "quick", published=published or tmp_path / "published")
     monkeypatch.setattr(cli, "QUICK", quick)
     return quick
@@ -376,7 +376,7 @@ def test_quick_preset_runs_into_runs_dir_and_compares_with_the_published(tmp_pat
     ]
     assert all(r["config"]["version"] for r in records)
     run_info = json.loads((out / "RUN.json").read_text())
-    assert run_info["preset"] == "quick" and run_info["published"] == str(published)
+    assert run_info["preset"] == "quick" and run_info["blocks"][0]["published"] == str(published)
     printed = capsys.readouterr()
     assert f"published: `{published}`" in printed.out and "| `tdopt`" in printed.out
     assert "(published)" in printed.out

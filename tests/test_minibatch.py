@@ -1,4 +1,4 @@
-"""benchmarks.minibatch: the batch stream, the budget in samples, each task end to end."""
+"""benchmarks.minibatch: the batch stream, the feed, the budget in full-batch equivalents."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from benchmarks import minibatch as mb
-from benchmarks.peers import unavailable_reason
+from benchmarks.runner import run_one
+from benchmarks.tasks import get_task
 
 
 def test_stream_shuffles_every_epoch_and_covers_the_data():
@@ -30,32 +31,28 @@ def test_population_losses_match_the_model():
         assert float(losses[s]) == pytest.approx(float(expected.detach()), rel=1e-5)
 
 
-def _check(records, task_name, budget_fb):
-    n = mb._task(task_name).n_train
-    assert records[0]["samples"] == 0
-    assert 0 < records[-1]["samples"] <= budget_fb * n
-    assert all(r["full_batch_equiv"] == pytest.approx(r["samples"] / n) for r in records)
-    assert all(0.0 <= r["test_acc"] <= 1.0 and r["train_loss"] >= 0 for r in records)
-    assert [r["samples"] for r in records] == sorted(r["samples"] for r in records)
+def test_feed_follows_the_stream_and_costs_the_batch():
+    task = get_task("two-moons-mb")
+    model = task.make_model(0)
+    feed = task.feed(model, seed=0)
+    stream = mb.BatchStream(task.n_train, 64, seed=0)
+    for _ in range(17):  # past the end of the first epoch (1000 = 15 * 64 + 40)
+        idx = stream.next()
+        assert feed.cost() == pytest.approx(len(idx) / task.n_train)
+        xb, _ = feed.data()
+        assert torch.equal(xb, task.x_train[idx])
+        feed.advance()
 
 
-@pytest.mark.parametrize("task_name", list(mb.MB_TASKS))
-@pytest.mark.parametrize("method", ["tdopt", "adam", "cmaes-sepcma"])
-def test_task_end_to_end_tiny_budget(task_name, method):
-    if method.startswith("cmaes") and unavailable_reason(method):
-        pytest.skip(unavailable_reason(method))
-    records = mb.run(method, task_name, 0, budget_fb=5, milestones=(1, 2))
-    _check(records, task_name, 5)
-    assert len(records) >= 3  # start, the milestones, the end
-
-
-def test_tdopt_plain_and_population_closures_agree():
-    plain = mb.run("tdopt", "two-moons-mb", 1, budget_fb=2, milestones=(1,))
-    population = mb.run("tdopt", "two-moons-mb", 1, budget_fb=2, milestones=(1,), closure="population")
-    assert [r["samples"] for r in plain] == [r["samples"] for r in population]
-    assert plain[-1]["train_loss"] == pytest.approx(population[-1]["train_loss"], rel=1e-4)
+def test_tdopt_steps_on_the_batch_and_leaves_the_model_measured():
+    record = run_one("two-moons-mb", "tdopt", 0, 2)
+    assert record["family"] == "minibatch" and record["metric"] == "test_acc"
+    assert 0 < record["evals"] <= 2
+    # one step of P + 1 (+1 on the first two steps) evaluations on one batch of 64 costs (P + 1) * 64 / 1000
+    assert record["steps"] >= 3
+    assert record["info"]["noise"] in ("shared", "independent")
 
 
 def test_adam_learns_digits_in_the_loop():
-    records = mb.run("adam", "digits-mb", 0, budget_fb=5)
-    assert records[-1]["test_acc"] > 0.8 > records[0]["test_acc"]
+    record = run_one("digits-mb", "adam-mb", 0, 5)
+    assert record["test_acc"] > 0.8 > record["curve"]["test_acc"][0]

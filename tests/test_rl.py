@@ -86,9 +86,23 @@ def test_closure_reads_the_step_number_from_opt_generation():
     assert sorted(set(seen)) == [0, 1, 2]
 
 
-def test_tiny_runs_tdopt_and_a_peer():
-    recs = rl.run_tdopt("CartPole-v1", 0, budget_episodes=90, test_every=45)
-    assert recs[0]["episodes"] == 0 and 0 < recs[-1]["episodes"] <= 90
-    assert all(1 <= r["test_return"] <= 500 for r in recs)
-    recs = rl.run_peer("cmaes-sepcma", "Pendulum-v1", 0, budget_episodes=60, test_every=30)
-    assert 0 < recs[-1]["episodes"] <= 60 and recs[-1]["test_return"] < 0
+def test_episode_loss_batches_the_population_exactly():
+    model = rl.make_policy(0)
+    loss = rl.EpisodeLoss(model, "CartPole-v1", [1, 2, 3])
+    assert float(loss()) == -float(rl.episode_returns(model, "CartPole-v1", [1, 2, 3]).mean())
+    weights = torch.stack([rl.flat_weights(rl.make_policy(s))[0] for s in range(3)])
+    params = list(model.parameters())
+    batched, offset = {}, 0
+    for p in params:
+        batched[p] = weights[:, offset : offset + p.numel()].reshape(3, *p.shape)
+        offset += p.numel()
+    assert torch.equal(loss.evaluate(batched), rl.fitness(weights, "CartPole-v1", [1, 2, 3]))
+
+
+def test_tdopt_on_episodes_through_the_runner():
+    from benchmarks.runner import run_one
+
+    record = run_one("CartPole-v1", "tdopt", 0, 90)
+    assert record["unit"] == "episodes" and 0 < record["evals"] <= 90
+    assert all(1 <= r <= 500 for r in record["curve"]["test_return"])
+    assert record["info"]["noise"] == "shared"
