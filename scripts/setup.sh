@@ -11,6 +11,6 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 stamp=.venv/.tdopt-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q -e ".[dev,bench,tune,fast]"
+  .venv/bin/python -m pip install -q -e ".[dev,bench,tune]"
   touch "$stamp"
 fi

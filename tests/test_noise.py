@@ -67,7 +67,7 @@ def test_a_noisy_step_returns_the_fresh_loss_of_the_params_it_started_from():
     seen: list[tuple[torch.Tensor, float]] = []
 
     def closure():
-        loss = float((w - 1).pow(2).sum()) + 0.1 * random.Random(opt.generation).random()
+        loss = float((w.detach() - 1).pow(2).sum()) + 0.1 * random.Random(opt.generation).random()
         seen.append((w.detach().clone(), loss))
         return loss
 
