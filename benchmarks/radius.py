@@ -239,21 +239,27 @@ def hook_overhead(task: str, popsize: int, steps: int, repeats: int = 3) -> dict
 # --------------------------------------------------------------------------- report
 def overall(lines: list[str]) -> str:
     """The verdict in plain words, from the per-cell verdict lines."""
-    wins = [line for line in lines if "beats both beyond the seed spread:" in line]
     if not lines:
         return "No complete cell (both baselines) yet."
+    wins = [line for line in lines if "beats both beyond the seed spread:" in line]
+    cell = lambda line: line.split("** (")[0].lstrip("- *")  # noqa: E731
+    pairs = [f"{cell(line)}: {line.split('Separated: ')[1].rstrip('.')}" for line in lines if "Separated: " in line]
+    separated = (
+        f" Where settings separate at all, it is averaging against not averaging: {'; '.join(pairs)}." if pairs else ""
+    )
     if not wins:
         return (
             f"**No.** In none of the task/popsize cells measured ({len(lines)}) does any radius whose component is a "
             'proper subset of the selected members beat both "average all selected" (r = 1e9) and "no averaging" '
             "beyond the seed spread (every seed better than every seed of both). The radius does not matter here "
-            "beyond seed spread."
+            "beyond seed spread." + separated
         )
     return (
         f'**In {len(wins)} of {len(lines)} task/popsize cells** a component setting beats both "average all '
         'selected" and "no averaging" beyond the seed spread (every seed better than every seed of both): '
-        + "; ".join(line.split("** (")[0].lstrip("- *") for line in wins)
+        + "; ".join(cell(line) for line in wins)
         + ". Elsewhere the radius does not matter beyond seed spread."
+        + separated
     )
 
 

@@ -118,7 +118,7 @@ def _baselines(groups: dict, task: str, popsize: int) -> str:
         for b in names
         if a != b and min(sign * x for x in vals[a]) > max(sign * x for x in vals[b])
     ]
-    return f"{text} ({'; '.join(separated) if separated else 'all three overlap'})"
+    return f"{text}. " + (f"Separated: {'; '.join(separated)}." if separated else "All three overlap.")
 
 
 # --------------------------------------------------------------------------- plots
