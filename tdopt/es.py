@@ -371,12 +371,11 @@ def _component_average(points: Tensor, config: Config) -> tuple[Tensor, Tensor, 
     members, radius = topology.largest_component(points, config.radius, config.quantile)
     k = members.numel()
     if config.weighting == "uniform":
-        weights = torch.full((k,), 1.0 / k, dtype=torch.float64)
+        weights = torch.full((k,), 1.0 / k, dtype=points.dtype, device=points.device)
     else:  # log-rank weights of the loss-sorted members, as CMA-ES recombines
         weights = (math.log(k + 0.5) - torch.log(torch.arange(1, k + 1, dtype=torch.float64))).clamp_min(0)
-        weights = weights / weights.sum()
-    average = weights.to(dtype=points.dtype, device=points.device) @ points[members.to(points.device)]
-    return average, members, radius
+        weights = (weights / weights.sum()).to(dtype=points.dtype, device=points.device)
+    return weights @ points.index_select(0, members.to(points.device)), members, radius
 
 
 def _incumbent(state: State, candidate: Tensor, loss: float) -> tuple[Tensor, float]:

@@ -275,9 +275,14 @@ class TDOpt(Optimizer):
             float(group_of[p]["lr"]) * (scale if group_of[p]["scale_parameter"] else 1.0)
             for p, scale in zip(layout.params, scales, strict=True)
         ]
+        key = (tuple(steps), tuple(layout.numels), layout.dtype, layout.device)
+        cached = getattr(self, "_sigma_cache", None)
+        if cached is not None and cached[0] == key:  # read only, so one vector serves every step
+            return cached[1]
         sigma = layout.per_coordinate(steps)
         if not bool(((sigma > 0) & torch.isfinite(sigma)).all()):
             raise ValueError(f"lr gives step sizes {min(steps)}..{max(steps)} outside the range of {layout.dtype}")
+        self._sigma_cache = (key, sigma)
         return sigma
 
     # ----------------------------------------------------------------- state
