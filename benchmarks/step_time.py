@@ -57,7 +57,7 @@ def main() -> None:
         "MLP D=9902 P=64": ([96, 100, 2], *wide, 64, 60),
     }
     out = {name: round(step_ms(*case), 3) for name, case in cases.items()}
-    print(json.dumps({"tdopt": tdopt.__file__, "ms_per_step": out}))
+    print(json.dumps({"tdopt": tdopt.__version__, "ms_per_step": out}))
 
 
 if __name__ == "__main__":
