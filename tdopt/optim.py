@@ -334,8 +334,8 @@ class TDOpt(Optimizer):
         groups, saved = state_dict["param_groups"], state_dict["state"]
         _check_groups(groups)
         params = [p for g in self.param_groups for p in g["params"]]
+        shapes = [list(p.shape) for p in self._trainable()]
         for entry in saved.values():
-            shapes = [list(p.shape) for p in self._trainable()]
             if "shapes" in entry and entry["shapes"] != shapes:
                 raise ValueError(f"the checkpoint is for parameters of shapes {entry['shapes']}, these are {shapes}")
         super().load_state_dict(state_dict)

@@ -103,14 +103,9 @@ class PopulationLoss:
             try:
                 with _restored(self.model):
                     losses = self._evaluate_vmap(swept, fixed)
-            except (TypeError, ValueError) as exc:
-                if "loss_fn" in str(exc):  # the user's loss_fn is at fault: say so, whatever the method
-                    raise
-                if self.method == "vmap":
-                    raise
-                self._vmap_failed = self._warn_loop(exc)
-            except Exception as exc:  # any other vmap failure falls back to the loop
-                if self.method == "vmap":
+            except Exception as exc:  # a vmap failure falls back to the loop, unless the user's loss_fn is at fault
+                blames_loss = isinstance(exc, (TypeError, ValueError)) and "loss_fn" in str(exc)
+                if self.method == "vmap" or blames_loss:
                     raise
                 self._vmap_failed = self._warn_loop(exc)
             else:
