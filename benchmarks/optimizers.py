@@ -136,6 +136,14 @@ EXCLUDED: dict[tuple[str, str], str] = {
         "cmaes.CMA samples each candidate with B @ diag(D), O(D^3) per generation at D = 1251, "
         "too slow for a 20k-evaluation run on one core; sepcma stands in"
     ),
+    ("digits-mb", "cmaes-cma"): (
+        "cmaes.CMA at D = 2410 did not finish 100 full-batch equivalents (about 80 generations) in "
+        "12 CPU minutes; a 10k run would take days on one core; cmaes-sepcma, pycma and ng-cma stand in"
+    ),
+    ("digits-mb", "evotorch-xnes"): (
+        "EvoTorch XNES updates a full D x D matrix exponential each generation: 78 CPU s for 20 "
+        "full-batch equivalents at D = 2410, about 11 hours for a 10k run; evotorch-snes stands in"
+    ),
 }
 
 

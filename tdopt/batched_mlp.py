@@ -119,7 +119,8 @@ def loss_kind(loss_fn: Callable[..., Tensor], targets: object, n: int, classes: 
             reduction, ignore = loss_fn.reduction, loss_fn.ignore_index
         if reduction not in ("mean", "sum") or targets.shape != (n,) or targets.dtype != torch.long or n == 0:
             return None
-        if bool((targets == ignore).any()) or int(targets.min()) < 0 or int(targets.max()) >= classes:
+        low, high = (int(v) for v in torch.aminmax(targets))
+        if low < 0 or high >= classes or (low <= ignore <= high and bool((targets == ignore).any())):
             return None  # ignored or invalid targets: cross_entropy itself handles or raises
         return "cross_entropy", reduction
     if loss_fn is F.mse_loss or type(loss_fn) is nn.MSELoss:

@@ -117,6 +117,12 @@ def _check_groups(groups: list[dict[str, Any]]) -> es.Config:
     return es.Config(**{k: groups[0][k] for k in _CONFIG_KEYS})
 
 
+def _check_devices(params: list[Tensor]) -> None:
+    devices = {p.device for p in params}
+    if len(devices) > 1:
+        raise ValueError(f"TDOpt needs all trainable parameters on one device, got {sorted(map(str, devices))}")
+
+
 def _check_seed(seed: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int or None, got {seed!r} ({type(seed).__name__})")
@@ -247,6 +253,7 @@ class TDOpt(Optimizer):
             for p in self.param_groups[-1]["params"]:
                 _check_param(p)
             _check_groups(self.param_groups)
+            _check_devices(self._trainable())
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
@@ -262,9 +269,7 @@ class TDOpt(Optimizer):
         params = self._trainable()
         if not params:
             raise ValueError("TDOpt has no trainable parameters (all have requires_grad=False)")
-        devices = {p.device for p in params}
-        if len(devices) > 1:
-            raise ValueError(f"TDOpt needs all trainable parameters on one device, got {sorted(map(str, devices))}")
+        _check_devices(params)
         return _Layout(params)
 
     def _sigma(self, layout: _Layout, scales: list[float]) -> Tensor:
@@ -358,13 +363,15 @@ class TDOpt(Optimizer):
         config = self._config()
         layout = self._layout()
         state, generator, scales = self._load(layout, config)
-        before = layout.flatten()
+        # a PopulationLoss never writes into the parameters; a closure is run on each candidate in them
+        before = None if isinstance(closure, PopulationLoss) else layout.flatten()
         candidates = es.ask(state, config, generator)
         try:
             losses = self._evaluate(candidates, closure, layout)
             state = es.tell(state, config, candidates, losses)
         except BaseException:
-            layout.write(before)
+            if before is not None:
+                layout.write(before)
             raise
         self._save(layout, state, generator, scales)
         layout.write(state.best)

@@ -5,9 +5,9 @@ transitively) are the flat clusters of scipy's single-linkage hierarchy cut at `
 merge heights of that hierarchy are the lengths of a minimum spanning tree, i.e. the H0
 persistence death times of the cloud.
 
-Distances are exact Euclidean distances in float64 (scipy's ``pdist``: no Gram-matrix shortcut,
-whose cancellation would blur near-duplicate points), on the CPU whatever the points' device:
-the selected members are few next to the population's evaluation. The
+Distances are Euclidean distances of the coordinate differences in float64 (``torch.pdist``: no
+Gram-matrix shortcut, whose cancellation would blur near-duplicate points), on the CPU whatever
+the points' device: the selected members are few next to the population's evaluation. The
 components at a radius are read off the hierarchy's merges up to that height (scipy's
 ``fcluster`` does the same after validating the hierarchy, which costs several times more than
 the whole topology step at the population sizes tdopt uses).
@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 from scipy.cluster.hierarchy import linkage
-from scipy.spatial.distance import pdist, squareform
+from scipy.spatial.distance import squareform
 from torch import Tensor
 
 __all__ = ["RADIUS_RULES", "pairwise_distances", "death_times", "radius_from_deaths", "components", "largest_component"]
@@ -37,9 +37,10 @@ def _check_points(points: Tensor) -> None:
 
 
 def _condensed_distances(points: Tensor) -> np.ndarray:
-    """The ``P (P - 1) / 2`` pairwise Euclidean distances of ``points (P, D)`` (scipy's ``pdist``)."""
+    """The ``P (P - 1) / 2`` pairwise Euclidean distances of ``points (P, D)``, in the order of
+    scipy's ``pdist``."""
     _check_points(points)
-    distances = pdist(points.detach().to(device="cpu", dtype=torch.float64).numpy())
+    distances = torch.pdist(points.detach().to(device="cpu", dtype=torch.float64)).numpy()
     if not np.isfinite(distances).all():
         raise ValueError("points must be finite to compute their topology")
     return distances
@@ -70,16 +71,27 @@ def radius_from_deaths(deaths: np.ndarray | Tensor, rule: str = "auto", quantile
     ``"gap"``: the death time just below the largest gap between consecutive death times,
     the scale at which the clearest cluster structure has formed. 0.0 without edges.
     """
-    values = np.sort(np.asarray(deaths, dtype=np.float64))
-    if values.size == 0:
+    values = sorted(np.asarray(deaths, dtype=np.float64).tolist())
+    if not values:
         return 0.0
     if rule == "auto":
-        return float(np.quantile(values, quantile))
+        return _quantile(values, quantile)
     if rule == "gap":
-        if values.size == 1:
-            return float(values[0])
-        return float(values[int(np.argmax(np.diff(values)))])
+        gaps = [b - a for a, b in zip(values[:-1], values[1:], strict=True)]
+        return values[gaps.index(max(gaps))] if gaps else values[0]
     raise ValueError(f"rule must be one of {RADIUS_RULES}, got {rule!r}")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """``np.quantile(values, q)`` (its default "linear" method, the same floating-point
+    operations) of ascending ``values``: a few Python operations, where ``np.quantile``'s
+    argument handling costs more than the rest of the topology step on a few points."""
+    position = (len(values) - 1) * q
+    below = math.floor(position)
+    above = min(below + 1, len(values) - 1)
+    t = position - below
+    low, high = values[below], values[above]
+    return high - (high - low) * (1 - t) if t >= 0.5 else low + (high - low) * t
 
 
 def _check_radius(radius: float) -> float:
@@ -121,11 +133,11 @@ def largest_component(points: Tensor, radius: float | str = "auto", quantile: fl
     ``quantile``, or ``"gap"``). Ties in size go to the component of the lowest index: pass the
     points sorted by loss and the tie goes to the best point.
     """
-    _check_points(points)
     if not isinstance(radius, str):
         radius = _check_radius(radius)
-    p = points.shape[0]
+    p = points.shape[0] if isinstance(points, Tensor) else 0
     if p < 2:
+        _check_points(points)
         return torch.arange(p), math.nan
     tree = _hierarchy(points)
     if isinstance(radius, str):

@@ -309,7 +309,15 @@ def test_closure_may_return_a_python_number_or_a_one_element_tensor():
 def test_mixed_devices_rejected():
     a = torch.zeros(2, requires_grad=True)
     b = torch.zeros(2, requires_grad=True, device="cuda")
-    opt = TDOpt([a, b])
+    with pytest.raises(ValueError, match="one device"):  # where the mistake is made
+        TDOpt([a, b])
+    opt = TDOpt([a])
+    with pytest.raises(ValueError, match="one device"):
+        opt.add_param_group({"params": [b]})
+    assert len(opt.param_groups) == 1
+    b_cpu = torch.zeros(2, requires_grad=True)
+    opt = TDOpt([a, b_cpu])
+    b_cpu.data = b_cpu.data.cuda()  # moved after construction: the step says so
     with pytest.raises(ValueError, match="one device"):
         opt.step(lambda: torch.tensor(0.0))
 

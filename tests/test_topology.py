@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import cdist, pdist
+from scipy.spatial.distance import cdist, pdist, squareform
 
 from tdopt import topology
 
@@ -36,8 +36,15 @@ def point_clouds(draw, min_points=2):
     return pts
 
 
+def condensed(x) -> np.ndarray:
+    """tdopt's float64 distances in scipy's condensed form: the hierarchy and the clusters are
+    checked against scipy's on the same distances (test_distances_equal_scipy_pdist checks those)."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    return squareform(topology.pairwise_distances(x), checks=False)
+
+
 def scipy_tree(pts: np.ndarray) -> np.ndarray:
-    return linkage(pdist(pts.astype(np.float64)), method="single")
+    return linkage(condensed(pts), method="single")
 
 
 def scipy_largest(pts: np.ndarray, radius: float) -> list[int]:
@@ -61,8 +68,16 @@ def test_death_times_equal_scipy_merge_heights(pts, dtype):
     x = torch.tensor(pts, dtype=dtype)
     ours = topology.death_times(x)
     assert ours.dtype == torch.float64 and ours.shape == (len(pts) - 1,)
-    reference = np.sort(linkage(pdist(x.double().numpy()), "single")[:, 2])
+    reference = np.sort(linkage(condensed(x), "single")[:, 2])
     np.testing.assert_array_equal(ours.numpy(), reference)  # bit for bit: same float64 distances
+
+
+@settings(max_examples=50, deadline=None)
+@given(point_clouds())
+def test_distances_equal_scipy_pdist(pts):
+    ours = condensed(pts)
+    reference = pdist(pts.astype(np.float64))
+    np.testing.assert_allclose(ours, reference, rtol=1e-14, atol=0)  # the sum's order may differ
 
 
 @settings(max_examples=50, deadline=None)
@@ -96,7 +111,7 @@ def test_radius_rules_on_the_death_times(pts, quantile):
     x = torch.tensor(pts, dtype=torch.float64)
     deaths = np.sort(scipy_tree(pts)[:, 2])
     radius = topology.radius_from_deaths(deaths, "auto", quantile)
-    assert radius == pytest.approx(float(np.quantile(deaths, quantile)), rel=4e-16, abs=0)
+    assert radius == float(np.quantile(deaths, quantile))
     members, used = topology.largest_component(x, "auto", quantile)
     assert used == radius
     assert members.tolist() == scipy_largest(pts, radius)
@@ -106,9 +121,14 @@ def test_radius_rules_on_the_death_times(pts, quantile):
     assert used == gap and members.tolist() == scipy_largest(pts, gap)
 
 
-def test_auto_radius_is_np_quantile_exactly():
-    deaths = np.array([0.1, 0.2])
-    assert topology.radius_from_deaths(deaths, "auto", 0.7) == float(np.quantile(deaths, 0.7))
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1e6, allow_subnormal=True), min_size=1, max_size=40),
+    st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.5, 1.0, 0.7, 1 / 3])),
+)
+def test_auto_radius_is_np_quantile_exactly(deaths, quantile):
+    shuffled = np.array(deaths)
+    assert topology.radius_from_deaths(shuffled, "auto", quantile) == float(np.quantile(shuffled, quantile))
 
 
 def test_radius_rules_by_hand():
