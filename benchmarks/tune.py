@@ -9,9 +9,10 @@ Objective (issue 17): each task's training set is split 80/20 by a fixed seed
 the 20 % with the params the optimizer leaves: validation loss (``--metric val_loss``, the default)
 or validation error (``val_error``). Each task's score is divided by the score of tdopt's default
 config on that task (measured once per study, on the reference seeds, and kept in the study's user
-attributes); the trial's value is the median of these ratios over the tasks, so 1.0 means "as good
-as the default" and one task does not dominate. The test set plays no part in tuning; ``--validate
-N`` then judges the best options against the default on N held-out seeds and the test set.
+attributes); the trial's value is the median of these ratios over the tasks (``--aggregate worst``:
+the largest), so 1.0 means "as good as the default" and one task does not dominate. The test set
+plays no part in tuning; ``--validate N`` then judges the best options against the default on N
+held-out seeds and the test set.
 
 Storage: ``--storage`` (default ``<out>/tune.db``, SQLite with a heartbeat; ``*.log`` for a
 JournalStorage file). Running the command again continues the study; ``--trials 0`` re-exports.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -36,43 +38,53 @@ import torch
 from tdopt import tune as tt
 
 from . import tasks as task_registry
-from .runner import run_one
-from .tasks import TASK_NAMES, Task, get_task
+from .runner import load_plugins, run_one
+from .tasks import Task, get_task
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "tuned"
 DEFAULT_BUDGET = 1500
 METRICS = ("val_loss", "val_error")
+# How a trial's per-task ratios become its value: "median" (one task does not dominate) or
+# "worst" (the largest ratio: a config must not lose on any task to win).
+AGGREGATES = {"median": statistics.median, "worst": max}
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
 VALIDATION_SUFFIX = "@val"
 
 
 # --------------------------------------------------------------------------- validation split
-@dataclasses.dataclass(frozen=True, eq=False)
-class ValidationTask(Task):
-    """A task whose "test" split is a validation split carved from the original training set.
+@functools.cache
+def _with_validation(cls: type[Task]) -> type[Task]:
+    """``cls`` whose "test" split is a validation split carved from the original training set
+    (the minibatch loop of a :class:`benchmarks.minibatch.MinibatchTask` is kept).
 
     ``measure`` also computes the validation loss and error and keeps the latest values in
     ``latest``, because the runner's record and ``report`` carry only train loss and accuracies.
     """
 
-    latest: dict[str, float] = dataclasses.field(default_factory=dict)
+    @dataclasses.dataclass(frozen=True, eq=False)
+    class Validated(cls):  # type: ignore[valid-type, misc]
+        latest: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    @torch.no_grad()
-    def measure(self, model: torch.nn.Module) -> dict[str, float]:
-        out = super().measure(model)
-        val_loss = float(self.loss_fn(model(self.x_test), self.y_test))
-        self.latest.update(val_loss=val_loss, val_error=1.0 - out["test_acc"])
-        return out
+        @torch.no_grad()
+        def measure(self, model: torch.nn.Module) -> dict[str, float]:
+            out = super().measure(model)
+            val_loss = float(self.loss_fn(model(self.x_test), self.y_test))
+            self.latest.update(val_loss=val_loss, val_error=1.0 - out["test_acc"])
+            return out
+
+    Validated.__name__ = Validated.__qualname__ = f"{cls.__name__}WithValidation"
+    return Validated
 
 
-def validation_task(task: Task, fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED) -> ValidationTask:
-    """``task`` with its training set split ``1 - fraction`` / ``fraction`` by a seeded permutation."""
+def validation_task(task: Task, fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED) -> Task:
+    """``task`` with its training set split ``1 - fraction`` / ``fraction`` by a seeded permutation
+    (the validation part in place of the test set; ``latest`` holds the last validation scores)."""
     n = task.n_train
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(fraction * n))
     val, fit = order[:n_val], order[n_val:]
-    fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(Task)}
+    fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
     fields.update(
         name=task.name + VALIDATION_SUFFIX,
         description=f"{task.description}; tuning split: {n - n_val} train / {n_val} validation (seed {seed})",
@@ -81,18 +93,33 @@ def validation_task(task: Task, fraction: float = VAL_FRACTION, seed: int = SPLI
         x_test=task.x_train[val],
         y_test=task.y_train[val],
     )
-    return ValidationTask(**fields)
+    return _with_validation(type(task))(**fields)
+
+
+def tunable_tasks() -> tuple[str, ...]:
+    """The registered tasks with a training set (a validation split can be carved from it)."""
+    names = [t for t in task_registry.task_names() if not t.endswith(VALIDATION_SUFFIX)]
+    return tuple(t for t in names if _has_training_set(t))
+
+
+def _has_training_set(task: str) -> bool:
+    try:
+        kind = getattr(get_task(task), "kind", "full")
+    except ImportError:  # an optional library the task needs (gymnasium) is missing
+        return False
+    return kind in ("full", "minibatch")
 
 
 def validation_name(task: str) -> str:
     """Register the validation variant of ``task`` with the task registry; return its name.
 
-    ``run_one`` looks tasks up by name, so the variant is added to the registry's builders
-    (:data:`TASK_NAMES`, the benchmark's built-in list, does not show it).
+    ``run_one`` looks tasks up by name, so the variant is added to the registry's builders.
+    Data tasks only (full batch or minibatch): a task without a training set has nothing to split.
     """
     name = task + VALIDATION_SUFFIX
-    if task not in TASK_NAMES:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_NAMES)}")
+    known = tunable_tasks()
+    if task not in known:
+        raise ValueError(f"cannot tune on {task!r}; tasks with a training set to split: {', '.join(known)}")
     if name not in task_registry.TASKS:
         task_registry.register_task(name, lambda: validation_task(get_task(task)))
     return name
@@ -115,7 +142,8 @@ def _floor(task: str, metric: str) -> float:
 # --------------------------------------------------------------------------- objective
 @dataclasses.dataclass(frozen=True)
 class TaskObjective:
-    """``objective(trial, options)`` for :func:`tdopt.tune.tune`: median normalised validation score.
+    """``objective(trial, options)`` for :func:`tdopt.tune.tune`: the normalised validation scores
+    of the tasks, aggregated by ``aggregate`` (a key of :data:`AGGREGATES`).
 
     Trial ``k`` runs with seed ``seed + k``. ``references[task]`` is the default config's score.
     Intermediate values (normalised, task ``i`` at steps ``i * budget + evals`` on a grid of
@@ -129,6 +157,7 @@ class TaskObjective:
     seed: int = 0
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     report_points: int = 20
+    aggregate: str = "median"
 
     def __call__(self, trial: Any, options: dict[str, Any]) -> float:
         seed = self.seed + trial.number
@@ -137,7 +166,7 @@ class TaskObjective:
         }
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("ratios", ratios)
-        return statistics.median(ratios.values())
+        return AGGREGATES[self.aggregate](ratios.values())
 
     def _ratio(self, trial: Any, i: int, task: str, options: dict[str, Any], seed: int) -> float:
         """One task's score divided by the default config's; reports normalised intermediate values."""
@@ -150,7 +179,7 @@ class TaskObjective:
 
         def report(evals: int, _train_loss: float) -> None:
             nonlocal next_step
-            value = latest[self.metric] / scale  # measured by ValidationTask.measure just before
+            value = latest[self.metric] / scale  # measured by the validation task's measure just before
             while next_step <= evals:  # the same steps for every popsize: the pruner compares them
                 trial.report(value, i * self.budget + next_step)
                 next_step += grid
@@ -172,8 +201,9 @@ def references(study: Any, tasks: Sequence[str], budget: int, metric: str, seeds
     return out
 
 
-def default_study_name(tasks: Sequence[str], budget: int, metric: str = "val_loss") -> str:
-    return f"tdopt-{'+'.join(tasks)}-b{budget}-{metric}"
+def default_study_name(tasks: Sequence[str], budget: int, metric: str = "val_loss", aggregate: str = "median") -> str:
+    suffix = "" if aggregate == "median" else f"-{aggregate}"
+    return f"tdopt-{'+'.join(tasks)}-b{budget}-{metric}{suffix}"
 
 
 def tune_task(
@@ -184,6 +214,7 @@ def tune_task(
     *,
     study_name: str | None = None,
     metric: str = "val_loss",
+    aggregate: str = "median",
     seed: int = 0,
     reference_seeds: int = 1,
     fixed: Mapping[str, Any] | None = None,
@@ -201,6 +232,8 @@ def tune_task(
     tasks = tuple(tasks)
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {tuple(AGGREGATES)}, got {aggregate!r}")
     space = space or tt.SearchSpace()
     fixed = dict(fixed or {})
     clash = sorted({"radius", "quantile", "seed"} & set(fixed))
@@ -210,12 +243,13 @@ def tune_task(
         "tasks": list(tasks),
         "budget": budget,
         "metric": metric,
+        "aggregate": aggregate,
         "seed": seed,
         "fixed": fixed,
         "space": dataclasses.asdict(space),
         "split": {"fraction": VAL_FRACTION, "seed": SPLIT_SEED},
     }
-    name = study_name or default_study_name(tasks, budget, metric)
+    name = study_name or default_study_name(tasks, budget, metric, aggregate)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=int(prune_warmup * budget))
     study_kwargs = {"attrs": attrs, "pruner": pruner, **_pop(tune_kwargs, "sampler", "pruner")}
     # one storage object for both calls below: an in-memory study is then the same study
@@ -223,7 +257,7 @@ def tune_task(
     storage = storage or optuna.storages.InMemoryStorage()
     study = tt.create_study(name, storage, **study_kwargs)
     refs = references(study, tasks, budget, metric, range(seed, seed + reference_seeds))
-    objective = TaskObjective(tasks, budget, refs, metric, seed, fixed)
+    objective = TaskObjective(tasks, budget, refs, metric, seed, fixed, aggregate=aggregate)
     return tt.tune(objective, n_trials, name, storage, space=space, **study_kwargs, **tune_kwargs)
 
 
@@ -237,7 +271,9 @@ def replay(study: Any, number: int) -> float:
 
     a = study.user_attrs
     refs = {t: float(a[f"reference:{t}"]) for t in a["tasks"]}
-    objective = TaskObjective(tuple(a["tasks"]), a["budget"], refs, a["metric"], a["seed"], a["fixed"])
+    objective = TaskObjective(
+        tuple(a["tasks"]), a["budget"], refs, a["metric"], a["seed"], a["fixed"], aggregate=a.get("aggregate", "median")
+    )
     frozen = study.trials[number]
     return objective(optuna.trial.FixedTrial(frozen.params, number), dict(frozen.user_attrs["options"]))
 
@@ -265,6 +301,7 @@ def best_config(study: Any) -> dict[str, Any]:
         "ratios": best.user_attrs.get("ratios"),
         "references": {t: a.get(f"reference:{t}") for t in a.get("tasks", [])},
         "metric": a.get("metric"),
+        "aggregate": a.get("aggregate", "median"),
         "budget": a.get("budget"),
         "study": study.study_name,
         "best_trial": best.number,
@@ -321,11 +358,19 @@ def _pair(kind: type) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks tune", description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", required=True, help=f"task or comma-separated tasks of {', '.join(TASK_NAMES)}")
+    p.add_argument(
+        "--task", required=True, help="a task or comma-separated tasks with a training set (full batch or minibatch)"
+    )
     p.add_argument("--trials", type=int, default=50, help="trials this process runs (default 50)")
     p.add_argument("--max-trials", type=int, default=None, help="stop at this many complete+pruned trials in all")
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="loss evaluations per run")
     p.add_argument("--metric", choices=METRICS, default="val_loss")
+    p.add_argument(
+        "--aggregate",
+        choices=tuple(AGGREGATES),
+        default="median",
+        help="a trial's value from its per-task ratios: median, or worst (no task may lose)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (config, plots, default storage)")
     p.add_argument("--name", default=None, help="output file prefix (default: the tasks joined by '+')")
     p.add_argument("--storage", default=None, help="FILE.db, FILE.log, journal:FILE or an Optuna URL")
@@ -349,13 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     args = build_parser().parse_args(argv)
+    load_plugins()  # the minibatch tasks
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     modes = tuple(m.strip() for m in args.modes.split(","))
     space = tt.SearchSpace(modes, args.radius_range, args.quantile_range, args.lr_range, args.popsize_range)
     storage = args.storage or str(args.out / "tune.db")
     args.out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    keys = ("study_name", "metric", "seed", "reference_seeds", "fixed", "max_trials", "timeout")
+    keys = ("study_name", "metric", "aggregate", "seed", "reference_seeds", "fixed", "max_trials", "timeout")
     study = tune_task(tasks, args.budget, args.trials, storage, space=space, **{k: getattr(args, k) for k in keys})
     try:
         config = best_config(study)
@@ -386,7 +432,8 @@ def _print_summary(study: Any, config: dict[str, Any]) -> None:
         value = f"{t.value:.4g}" if math.isfinite(t.value) else str(t.value)
         print(f"trial {t.number:>4}  value {value:>8}  {json.dumps(t.user_attrs.get('options'))}")
     print(
-        f"best: trial {config['best_trial']}, median ratio to the default {config['value']:.4g}, "
+        f"best: trial {config['best_trial']}, {config.get('aggregate', 'median')} ratio to the default "
+        f"{config['value']:.4g}, "
         f"options {json.dumps(config['options'])}"
     )
 

@@ -210,3 +210,32 @@ def test_cli_writes_a_config_the_benchmark_loads(tmp_path):
     config = json.loads((tmp_path / "two-moons.json").read_text())
     assert config["task"] == "two-moons" and (tmp_path / "tune.db").exists()
     assert load_tuned([str(tmp_path / "two-moons.json")]) == {"two-moons": config["options"]}
+
+
+def test_minibatch_tasks_keep_their_loop_in_the_validation_split_and_rl_tasks_are_refused():
+    bt = pytest.importorskip("benchmarks.tune")
+    from benchmarks.minibatch import MinibatchTask
+    from benchmarks.tasks import get_task
+
+    name = bt.validation_name("two-moons-mb")
+    task = get_task(name)
+    assert isinstance(task, MinibatchTask) and task.batch_size == get_task("two-moons-mb").batch_size
+    assert task.n_train == round(0.8 * get_task("two-moons-mb").n_train)
+    score = bt.validation_score("two-moons-mb", None, 0, 2, "val_error")
+    assert 0 <= score <= 1 and get_task(name).latest["val_error"] == score
+    assert "two-moons-mb" in bt.tunable_tasks() and "digits" in bt.tunable_tasks()
+    if "CartPole-v1" in bt.task_registry.task_names():
+        with pytest.raises(ValueError, match="training set"):
+            bt.validation_name("CartPole-v1")
+
+
+def test_worst_aggregate_is_the_largest_ratio(tmp_path):
+    bt = pytest.importorskip("benchmarks.tune")
+    space = tt.SearchSpace(modes=("fixed",))
+    study = bt.tune_task(["two-moons", "sum-mod-tiny"], 40, 2, str(tmp_path / "t.db"), space=space, aggregate="worst")
+    assert study.study_name.endswith("-worst") and study.user_attrs["aggregate"] == "worst"
+    for t in study.trials:
+        assert t.value == max(t.user_attrs["ratios"].values())
+    assert bt.replay(study, 1) == study.trials[1].value
+    with pytest.raises(ValueError, match="aggregate"):
+        bt.tune_task(["two-moons"], 40, 1, str(tmp_path / "u.db"), space=space, aggregate="mean")
