@@ -24,6 +24,7 @@ process dies is failed by the RDB heartbeat (and retried once), pruning is Optun
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -33,10 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .optim import TDOpt
+
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-__all__ = ["MODES", "SearchSpace", "suggest_options", "make_storage", "create_study", "tune", "save_plots"]
+__all__ = [
+    "MODES",
+    "SearchSpace",
+    "suggest_options",
+    "default_params",
+    "make_storage",
+    "create_study",
+    "tune",
+    "save_plots",
+]
 
 MODES = ("fixed", "auto", "gap")
 _JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
@@ -105,6 +117,25 @@ def suggest_options(trial: optuna.trial.BaseTrial, space: SearchSpace | None = N
     if space.popsize is not None:
         options["popsize"] = trial.suggest_int("popsize", *space.popsize, log=True)
     return options
+
+
+def default_params(space: SearchSpace | None = None) -> dict[str, Any] | None:
+    """The trial parameters of TDOpt's defaults (``radius="auto"``, ``quantile=0.5``, ``lr=3.0``,
+    ``popsize=8``) in ``space``, or None when ``space`` cannot express them."""
+    space = space or SearchSpace()
+    defaults = {k: v.default for k, v in inspect.signature(TDOpt).parameters.items()}
+    if "auto" not in space.modes or not space.quantile[0] <= defaults["quantile"] <= space.quantile[1]:
+        return None
+    params: dict[str, Any] = {"quantile": defaults["quantile"]}
+    if len(space.modes) > 1:
+        params["radius_mode"] = "auto"
+    for name in ("lr", "popsize"):
+        bounds = getattr(space, name)
+        if bounds is not None:
+            if not bounds[0] <= defaults[name] <= bounds[1]:
+                return None
+            params[name] = defaults[name]
+    return params
 
 
 def make_storage(
@@ -190,6 +221,7 @@ def tune(
     max_trials: int | None = None,
     timeout: float | None = None,
     catch: Sequence[type[Exception]] = (),
+    try_default: bool = True,
     **study_kwargs: Any,
 ) -> optuna.Study:
     """Run ``n_trials`` more trials of ``objective(trial, options)``; return the study.
@@ -197,10 +229,15 @@ def tune(
     ``options`` are the trial's TDOpt kwargs (:func:`suggest_options`), also stored as the
     trial's user attribute ``"options"``. ``max_trials`` stops once the study holds that many
     complete or pruned trials, in all processes together. A non-finite value fails the trial.
-    Other keyword arguments go to :func:`create_study`.
+    ``try_default``: TDOpt's defaults are tried once (Optuna's ``enqueue_trial``), so the best
+    trial is never worse than the defaults on the study's own objective. Other keyword arguments
+    go to :func:`create_study`.
     """
     optuna = _optuna()
     study = create_study(study_name, storage, **study_kwargs)
+    default = default_params(space) if try_default else None
+    if default is not None:
+        study.enqueue_trial(default, skip_if_exists=True)
 
     def run(trial: optuna.Trial) -> float:
         options = suggest_options(trial, space)

@@ -239,3 +239,17 @@ def test_worst_aggregate_is_the_largest_ratio(tmp_path):
     assert bt.replay(study, 1) == study.trials[1].value
     with pytest.raises(ValueError, match="aggregate"):
         bt.tune_task(["two-moons"], 40, 1, str(tmp_path / "u.db"), space=space, aggregate="mean")
+
+
+def test_the_defaults_are_tried_once(tmp_path):
+    space = tt.SearchSpace(lr=(0.3, 10.0))
+    storage = str(tmp_path / "d.db")
+    study = tt.tune(toy, 2, "d", storage, space=space)
+    first = study.trials[0]
+    assert first.params == {"radius_mode": "auto", "quantile": 0.5, "lr": 3.0}
+    assert first.user_attrs["options"] == {"radius": "auto", "quantile": 0.5, "lr": 3.0}
+    study = tt.tune(toy, 2, "d", storage, space=space)  # resumed: not tried again
+    assert sum(t.params == first.params for t in study.trials) == 1
+    assert tt.default_params(tt.SearchSpace(modes=("fixed",))) is None  # not expressible
+    assert tt.default_params(tt.SearchSpace(lr=(0.3, 1.0))) is None
+    assert len(tt.tune(toy, 1, "n", None, space=space, try_default=False).trials) == 1
