@@ -145,7 +145,10 @@ class TaskObjective:
     """``objective(trial, options)`` for :func:`tdopt.tune.tune`: the normalised validation scores
     of the tasks, aggregated by ``aggregate`` (a key of :data:`AGGREGATES`).
 
-    Trial ``k`` runs with seed ``seed + k``. ``references[task]`` is the default config's score.
+    Trial ``k`` runs with seed ``seed + k``, or, ``paired``, on those seeds (the references'
+    seeds: every trial meets the same data and episodes as the default, so the defaults score
+    exactly 1 and a ratio compares configs, not seeds). ``references[task]`` is the default
+    config's score.
     Intermediate values (normalised, task ``i`` at steps ``i * budget + evals`` on a grid of
     ``budget / report_points``) go to the pruner.
     """
@@ -158,18 +161,20 @@ class TaskObjective:
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     report_points: int = 20
     aggregate: str = "median"
+    paired: Sequence[int] = ()
 
     def __call__(self, trial: Any, options: dict[str, Any]) -> float:
-        seed = self.seed + trial.number
+        seeds = tuple(self.paired) or (self.seed + trial.number,)
         ratios = {
-            task: self._ratio(trial, i, task, {**self.fixed, **options}, seed) for i, task in enumerate(self.tasks)
+            task: self._ratio(trial, i, task, {**self.fixed, **options}, seeds) for i, task in enumerate(self.tasks)
         }
-        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("seed", seeds[0])
         trial.set_user_attr("ratios", ratios)
         return AGGREGATES[self.aggregate](ratios.values())
 
-    def _ratio(self, trial: Any, i: int, task: str, options: dict[str, Any], seed: int) -> float:
-        """One task's score divided by the default config's; reports normalised intermediate values."""
+    def _ratio(self, trial: Any, i: int, task: str, options: dict[str, Any], seeds: Sequence[int]) -> float:
+        """One task's score (median over ``seeds``) divided by the default config's; reports the
+        normalised intermediate values of the first seed."""
         import optuna
 
         scale = max(self.references[task], _floor(task, self.metric))
@@ -186,7 +191,9 @@ class TaskObjective:
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        return validation_score(task, options, seed, self.budget, self.metric, report) / scale
+        scores = [validation_score(task, options, seeds[0], self.budget, self.metric, report)]
+        scores += [validation_score(task, options, s, self.budget, self.metric) for s in seeds[1:]]
+        return statistics.median(scores) / scale
 
 
 def references(study: Any, tasks: Sequence[str], budget: int, metric: str, seeds: Sequence[int]) -> dict[str, float]:
@@ -217,6 +224,7 @@ def tune_task(
     aggregate: str = "median",
     seed: int = 0,
     reference_seeds: int = 1,
+    paired: bool = False,
     fixed: Mapping[str, Any] | None = None,
     space: tt.SearchSpace | None = None,
     prune_warmup: float = 0.2,
@@ -244,12 +252,14 @@ def tune_task(
         "budget": budget,
         "metric": metric,
         "aggregate": aggregate,
+        "paired": paired,
         "seed": seed,
+        "reference_seeds": reference_seeds,
         "fixed": fixed,
         "space": dataclasses.asdict(space),
         "split": {"fraction": VAL_FRACTION, "seed": SPLIT_SEED},
     }
-    name = study_name or default_study_name(tasks, budget, metric, aggregate)
+    name = study_name or default_study_name(tasks, budget, metric, aggregate) + ("-paired" if paired else "")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=int(prune_warmup * budget))
     study_kwargs = {"attrs": attrs, "pruner": pruner, **_pop(tune_kwargs, "sampler", "pruner")}
     # one storage object for both calls below: an in-memory study is then the same study
@@ -257,7 +267,8 @@ def tune_task(
     storage = storage or optuna.storages.InMemoryStorage()
     study = tt.create_study(name, storage, **study_kwargs)
     refs = references(study, tasks, budget, metric, range(seed, seed + reference_seeds))
-    objective = TaskObjective(tasks, budget, refs, metric, seed, fixed, aggregate=aggregate)
+    seeds = tuple(range(seed, seed + reference_seeds))
+    objective = TaskObjective(tasks, budget, refs, metric, seed, fixed, aggregate=aggregate, paired=seeds * paired)
     return tt.tune(objective, n_trials, name, storage, space=space, **study_kwargs, **tune_kwargs)
 
 
@@ -271,8 +282,16 @@ def replay(study: Any, number: int) -> float:
 
     a = study.user_attrs
     refs = {t: float(a[f"reference:{t}"]) for t in a["tasks"]}
+    paired = tuple(range(a["seed"], a["seed"] + a.get("reference_seeds", 1))) * bool(a.get("paired"))
     objective = TaskObjective(
-        tuple(a["tasks"]), a["budget"], refs, a["metric"], a["seed"], a["fixed"], aggregate=a.get("aggregate", "median")
+        tuple(a["tasks"]),
+        a["budget"],
+        refs,
+        a["metric"],
+        a["seed"],
+        a["fixed"],
+        aggregate=a.get("aggregate", "median"),
+        paired=paired,
     )
     frozen = study.trials[number]
     return objective(optuna.trial.FixedTrial(frozen.params, number), dict(frozen.user_attrs["options"]))
@@ -371,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="median",
         help="a trial's value from its per-task ratios: median, or worst (no task may lose)",
     )
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="every trial runs the reference seeds (the default config then scores exactly 1 on each task)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (config, plots, default storage)")
     p.add_argument("--name", default=None, help="output file prefix (default: the tasks joined by '+')")
     p.add_argument("--storage", default=None, help="FILE.db, FILE.log, journal:FILE or an Optuna URL")
@@ -401,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = args.storage or str(args.out / "tune.db")
     args.out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    keys = ("study_name", "metric", "aggregate", "seed", "reference_seeds", "fixed", "max_trials", "timeout")
+    keys = ("study_name", "metric", "aggregate", "paired", "seed", "reference_seeds", "fixed", "max_trials", "timeout")
     study = tune_task(tasks, args.budget, args.trials, storage, space=space, **{k: getattr(args, k) for k in keys})
     try:
         config = best_config(study)

@@ -253,3 +253,23 @@ def test_the_defaults_are_tried_once(tmp_path):
     assert tt.default_params(tt.SearchSpace(modes=("fixed",))) is None  # not expressible
     assert tt.default_params(tt.SearchSpace(lr=(0.3, 1.0))) is None
     assert len(tt.tune(toy, 1, "n", None, space=space, try_default=False).trials) == 1
+
+
+def test_paired_trials_run_the_reference_seeds_so_the_defaults_score_exactly_one(tmp_path):
+    bt = pytest.importorskip("benchmarks.tune")
+    space = tt.SearchSpace(modes=("auto",), lr=(0.3, 10.0))
+    study = bt.tune_task(
+        ["two-moons", "sum-mod-tiny"],
+        40,
+        2,
+        str(tmp_path / "p.db"),
+        space=space,
+        paired=True,
+        reference_seeds=2,
+        aggregate="worst",
+    )
+    assert study.study_name.endswith("-worst-paired")
+    default = study.trials[0]
+    assert default.user_attrs["options"] == {"radius": "auto", "quantile": 0.5, "lr": 3.0}
+    assert default.user_attrs["ratios"] == {"two-moons": 1.0, "sum-mod-tiny": 1.0} and default.value == 1.0
+    assert bt.replay(study, 1) == study.trials[1].value
