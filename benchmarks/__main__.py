@@ -54,7 +54,7 @@ PEER_ROWS = [
     "ng-ngopt", "ng-oneplusone", "ng-cma", "evotorch-snes", "evotorch-xnes", "evotorch-pgpe",
     "cmaes-cma", "cmaes-sepcma", "pycma",
 ]  # fmt: skip
-RL_ROWS = ["tdopt", "tdopt-noavg", "random", "openai-es", *PEER_ROWS]
+RL_ROWS = ["tdopt", "tdopt-noavg", "tdopt-csa", "random", "openai-es", *PEER_ROWS]
 MINIBATCH_ROWS = ["tdopt", "tdopt-noavg", "sgd-mb", "adam-mb", "random", "openai-es", *PEER_ROWS]
 # The published tables (--full): every family, 5 seeds; --family NAME runs one of them (into
 # runs/NAME; published in benchmarks/results/NAME, the supervised one in benchmarks/results/full).

@@ -321,6 +321,7 @@ def best_config(study: Any) -> dict[str, Any]:
         "references": {t: a.get(f"reference:{t}") for t in a.get("tasks", [])},
         "metric": a.get("metric"),
         "aggregate": a.get("aggregate", "median"),
+        "paired": bool(a.get("paired")),
         "budget": a.get("budget"),
         "study": study.study_name,
         "best_trial": best.number,

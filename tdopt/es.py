@@ -17,7 +17,9 @@ largest component is replaced by the component's average (measured once, next ge
 The step size follows the success rule: it grows when more than ``success_target`` of the
 decided comparisons are wins (a child below the reference loss), shrinks otherwise; ties
 decide nothing, so a plateau leaves it unchanged. ``step_rule="csa"`` (centre mode) uses
-cumulative step-size adaptation instead. The incumbent (``best``) is replaced only by a
+cumulative step-size adaptation instead, also for a noisy loss (it reads the centre's moves,
+not comparisons, and suits rugged returns such as RL episodes, where the success rule's
+comparisons mostly lose at any step size). The incumbent (``best``) is replaced only by a
 strictly better point. NaN and infinite losses count as +inf.
 """
 
@@ -319,7 +321,8 @@ def _tell_centre(state: State, config: Config, children: Tensor, pending: list[f
     else:
         centre = best = average
         best_loss, consensus = reference, nan
-    scale, path = _step_size(state, config, centre, (wins, decided), noise)
+    mass = 1.0 if noise in ("none", "unknown") else _selection_mass(members.numel(), config)
+    scale, path = _step_size(state, config, centre, (wins, decided), noise, mass)
     return state._replace(
         centre=centre,
         scale=scale,
@@ -388,6 +391,15 @@ def _component_average(points: Tensor, config: Config) -> tuple[Tensor, Tensor, 
     return weights @ points.index_select(0, members.to(points.device)), members, radius
 
 
+def _selection_mass(k: int, config: Config) -> float:
+    """The variance-effective number of points in an average of ``k`` (``1 / sum(w^2)``)."""
+    if config.weighting == "uniform" or k == 1:
+        return float(k)
+    weights = [max(math.log(k + 0.5) - math.log(i), 0.0) for i in range(1, k + 1)]
+    total = sum(weights)
+    return total * total / sum(w * w for w in weights)
+
+
 def _incumbent(state: State, candidate: Tensor, loss: float) -> tuple[Tensor, float]:
     """The incumbent after seeing ``candidate``: replaced only by a strictly better point."""
     if loss < state.best_loss:
@@ -407,25 +419,30 @@ def _step_size(
     centre: Tensor,
     comparisons: tuple[int, int],
     noise: str,
+    mass: float = 1.0,
 ) -> tuple[float, Tensor]:
     """The next step-size multiplier and CSA path, from ``comparisons``: ``(wins, decided)`` of
-    the children against their reference.
+    the children against their reference, or (``step_rule="csa"``) from the move to ``centre``,
+    an average of ``mass`` effective children.
 
     Ties decide nothing, so a plateau leaves the step size alone. Until a first win, failures
     halve it: a too-large initial step is found in a few generations rather than tens. With a
     noise shared within the generation the children are compared with the centre on the same
     sample and the success target is :data:`NOISY_SUCCESS_TARGET`; the step never exceeds
-    ``sigma`` (noise alone wins about half the comparisons). With an independent noise a
-    comparison says nothing about the step, and it stays."""
+    ``sigma`` (noise alone wins about half the comparisons). CSA reads the centre's move rather
+    than the comparisons, so it applies to a shared noise too (the cap stays); when every
+    comparison is a tie the move was not selected and CSA leaves the step alone. With an
+    independent noise a comparison says nothing about the step, and it stays."""
     wins, decided = comparisons
     scale, path, excess = state.scale, state.path, None
-    if noise == "shared":
+    if config.step_rule == "csa" and noise != "independent":
+        if decided:  # on a plateau (every comparison a tie) the move is not selected: no evidence
+            scale, path = _csa(state, centre, config, mass)
+    elif noise == "shared":
         if decided:
             excess = (wins / decided - NOISY_SUCCESS_TARGET) / (1 - NOISY_SUCCESS_TARGET)
     elif noise == "independent":
         pass
-    elif config.step_rule == "csa":
-        scale, path = _csa(state, centre, config)
     elif not state.started and wins == 0 and decided:
         scale = scale * 0.5
     elif decided:
@@ -436,13 +453,14 @@ def _step_size(
     return scale, path
 
 
-def _csa(state: State, centre: Tensor, config: Config) -> tuple[float, Tensor]:
-    """Cumulative step-size adaptation after the centre moved to ``centre (D,)`` (one point,
-    so the effective selection mass is 1): the new multiplier and evolution path ``(D,)``."""
+def _csa(state: State, centre: Tensor, config: Config, mass: float = 1.0) -> tuple[float, Tensor]:
+    """Cumulative step-size adaptation after the centre moved to ``centre (D,)``, an average of
+    ``mass`` effective children (1: one point): the new multiplier and evolution path ``(D,)``.
+    ``sqrt(mass)`` rescales the move so that unselected steps have unit variance, as in CMA-ES."""
     d = centre.numel()
     c = 3.0 / (d + 6.0)
     damping = 1.0 + c
-    step = (centre - state.centre) / (state.sigma * state.scale)
+    step = (centre - state.centre) / (state.sigma * state.scale) * math.sqrt(mass)
     path = (1.0 - c) * state.path + math.sqrt(c * (2.0 - c)) * step
     chi_d = math.sqrt(d) * (1.0 - 1.0 / (4.0 * d) + 1.0 / (21.0 * d * d))
     exponent = config.adapt_rate * (c / damping) * (float(path.norm()) / chi_d - 1.0)

@@ -180,7 +180,9 @@ class TDOpt(Optimizer):
         weighting: ``"uniform"`` or ``"rank"`` (log-rank weights by loss) averaging.
         antithetic: mirrored mutations ``+eps, -eps`` (even ``popsize``).
         step_rule: ``"success"`` (the success rule) or ``"csa"`` (cumulative step-size
-            adaptation, ``mode="centre"`` only).
+            adaptation, ``mode="centre"`` only). For rugged noisy returns (RL episodes) prefer
+            ``"csa"``: there the success rule's comparisons mostly lose at any step size and it
+            shrinks the step (docs/algorithm.md has the measurements).
         noisy: whether the closure's loss is noisy (minibatches, episodes, dropout). ``None``
             (default) finds out on the second step, measuring the incumbent twice (see
             :attr:`noise`). For a noisy loss the parameters hold the search centre, the average

@@ -15,10 +15,11 @@ def _steps(opt: tdopt.TDOpt, closure, n: int) -> list[float]:
     return [opt.step(closure).item() for _ in range(n)]
 
 
+@pytest.mark.parametrize("step_rule", ["success", "csa"])
 @pytest.mark.parametrize("kind", ["constant", "independent", "shared"])
-def test_sigma_stays_within_ten_times_its_start_over_1000_steps(kind):
+def test_sigma_stays_within_ten_times_its_start_over_1000_steps(kind, step_rule):
     w = nn.Parameter(torch.randn(10, generator=torch.Generator().manual_seed(0)))
-    opt = tdopt.TDOpt([w], seed=0)
+    opt = tdopt.TDOpt([w], seed=0, step_rule=step_rule)
     rng = random.Random(0)
 
     def closure():
@@ -31,6 +32,36 @@ def test_sigma_stays_within_ten_times_its_start_over_1000_steps(kind):
     _steps(opt, closure, 1000)
     assert opt.noise == {"constant": "none", "independent": "independent", "shared": "shared"}[kind]
     assert 3.0 / 10 <= opt.sigma[0] <= 3.0 * 10
+
+
+def test_csa_drives_the_step_size_of_a_shared_noise_loss():
+    """With ``step_rule="csa"`` a noisy centre (the average of the component's k members) moves
+    the step by CSA with selection mass k; the success rule ignores the moves."""
+    from tdopt import es
+
+    w = nn.Parameter(torch.zeros(12))
+    target = torch.linspace(-3, 3, 12)
+
+    def closure():  # a quadratic seen through a shared offset: the noise of one minibatch
+        return float(((w.detach() - target) ** 2).sum()) + random.Random(opt.generation).gauss(0.0, 5.0)
+
+    opt = tdopt.TDOpt([w], seed=3, step_rule="csa", scale_parameter=False, lr=0.05)
+    _steps(opt, closure, 3)
+    assert opt.noise == "shared"
+    st = opt.state[w]
+    before = es.State(**{k: st[k] for k in es.State._fields})
+    opt.step(closure)
+    after = opt.state[w]
+    k = opt.component_size
+    d, c = 12, 3.0 / 18.0
+    move = (after["centre"] - before.centre) / (before.sigma * before.scale) * math.sqrt(k)
+    path = (1 - c) * before.path + math.sqrt(c * (2 - c)) * move
+    chi = math.sqrt(d) * (1 - 1 / (4 * d) + 1 / (21 * d * d))
+    expected = before.scale * math.exp(c / (1 + c) * (float(path.norm()) / chi - 1))
+    assert after["scale"] == pytest.approx(min(expected, 1.0), rel=1e-6)
+    torch.testing.assert_close(after["path"], path)
+    _steps(opt, closure, 300)
+    assert float(((w.detach() - target) ** 2).sum()) < 1.0  # it converges through the noise
 
 
 def test_a_deterministic_loss_is_detected_and_never_gets_worse():
