@@ -180,6 +180,8 @@ def ablation_section() -> str:
     )
 
 
+# TDOpt's defaults, to recognise a study whose best trial is them.
+TDOPT_DEFAULTS = {"radius": "auto", "quantile": 0.5, "lr": 3.0, "popsize": 8}
 # The studies shown, oldest first (python -m benchmarks tune ... writes each).
 TUNED_STUDIES = ("digits+two-moons.json", "digits+two-moons+digits-mb.json")
 
@@ -192,8 +194,18 @@ def tuning_section() -> str:
     lines = ["### Tuned radius (Optuna, validation objective)"]
     for path in paths:
         lines += ["", *_tuned_study(path)]
-    lines += ["", "The `tdopt-tuned` rows of the tables above run the options of the last study at the full budgets."]
     return "\n".join(lines)
+
+
+def _tuned_rows_run(options: dict) -> bool:
+    """Whether some committed ``tdopt-tuned`` run used ``options``."""
+    for path in RESULTS.glob("*/results.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if '"tdopt-tuned"' in line else None
+            if record and record["optimizer"] == "tdopt-tuned":
+                if all(record["options"].get(k) == v for k, v in options.items()):
+                    return True
+    return False
 
 
 def _tuned_study(path: Path) -> list[str]:
@@ -212,6 +224,10 @@ def _tuned_study(path: Path) -> list[str]:
         f"{config['metric']} on a 20 % validation split of the training set, divided by the default config's."
         f"{paired} Best: `{json.dumps(config['options'])}`, value {config['value']:.3g}.",
     ]
+    if all(config["options"].get(k) == v for k, v in TDOPT_DEFAULTS.items() if k in config["options"]):
+        lines[-1] += " The best is TDOpt's defaults: the `tdopt` rows of the tables above."
+    elif _tuned_rows_run(config["options"]):
+        lines[-1] += " The `tdopt-tuned` rows of the tables above run these options at the full budgets."
     validation = config.get("validation")
     if validation:
         seeds = validation["seeds"]
