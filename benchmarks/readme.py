@@ -197,15 +197,18 @@ def tuning_section() -> str:
     return "\n".join(lines)
 
 
-def _tuned_rows_run(options: dict) -> bool:
-    """Whether some committed ``tdopt-tuned`` run used ``options``."""
-    for path in RESULTS.glob("*/results.jsonl"):
+def _tuned_rows_run(options: dict) -> list[str]:
+    """The result folders whose ``tdopt-tuned`` rows run ``options`` (a table shows the newest
+    config of each optimizer: the last record)."""
+    folders = []
+    for path in sorted(RESULTS.glob("*/results.jsonl")):
+        newest = None
         for line in path.read_text().splitlines():
-            record = json.loads(line) if '"tdopt-tuned"' in line else None
-            if record and record["optimizer"] == "tdopt-tuned":
-                if all(record["options"].get(k) == v for k, v in options.items()):
-                    return True
-    return False
+            if '"tdopt-tuned"' in line and (record := json.loads(line))["optimizer"] == "tdopt-tuned":
+                newest = record["options"]
+        if newest is not None and all(newest.get(k) == v for k, v in options.items()):
+            folders.append(path.parent.name)
+    return folders
 
 
 def _tuned_study(path: Path) -> list[str]:
@@ -226,8 +229,9 @@ def _tuned_study(path: Path) -> list[str]:
     ]
     if all(config["options"].get(k) == v for k, v in TDOPT_DEFAULTS.items() if k in config["options"]):
         lines[-1] += " The best is TDOpt's defaults: the `tdopt` rows of the tables above."
-    elif _tuned_rows_run(config["options"]):
-        lines[-1] += " The `tdopt-tuned` rows of the tables above run these options at the full budgets."
+    elif folders := _tuned_rows_run(config["options"]):
+        where = ", ".join(f"`{_rel(RESULTS / f)}`" for f in folders)
+        lines[-1] += f" The `tdopt-tuned` rows of the tables from {where} run these options at the full budgets."
     validation = config.get("validation")
     if validation:
         seeds = validation["seeds"]
