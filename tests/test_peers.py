@@ -63,3 +63,16 @@ def test_missing_library_gives_a_reason(monkeypatch):
         peers.make_peer("evotorch-snes", torch.zeros(3))
     with pytest.raises(ValueError, match="unknown peer"):
         peers.unavailable_reason("nope")
+
+
+def test_a_library_failure_in_ask_is_a_peer_failure_the_runner_skips(monkeypatch):
+    if peers.unavailable_reason("ng-cma"):
+        pytest.skip("nevergrad missing")
+    peer = peers.make_peer("ng-cma", torch.zeros(5, dtype=torch.float64), seed=0, budget=100)
+
+    def broken_ask():
+        raise RuntimeError("Mean shift samples are expected but missing.")
+
+    monkeypatch.setattr(peer.opt, "ask", broken_ask)
+    with pytest.raises(peers.PeerFailure, match="Mean shift"):
+        peer.ask()
