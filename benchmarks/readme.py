@@ -183,7 +183,7 @@ def ablation_section() -> str:
 # TDOpt's defaults, to recognise a study whose best trial is them.
 TDOPT_DEFAULTS = {"radius": "auto", "quantile": 0.5, "lr": 3.0, "popsize": 8}
 # The studies shown, oldest first (python -m benchmarks tune ... writes each).
-TUNED_STUDIES = ("digits+two-moons.json", "digits+two-moons+digits-mb.json")
+TUNED_STUDIES = ("digits+two-moons.json", "digits+two-moons+digits-mb.json", "full-budget.json")
 
 
 def tuning_section() -> str:
