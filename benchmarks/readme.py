@@ -232,6 +232,9 @@ def _tuned_study(path: Path) -> list[str]:
     elif folders := _tuned_rows_run(config["options"]):
         where = ", ".join(f"`{_rel(RESULTS / f)}`" for f in folders)
         lines[-1] += f" The `tdopt-tuned` rows of the tables from {where} run these options at the full budgets."
+    plots = [path.with_name(f"{path.stem}-{kind}.png") for kind in ("history", "slice")]
+    if all(p.exists() for p in plots):
+        lines[-1] += " Plots: " + ", ".join(f"[{p.stem.rsplit('-', 1)[1]}]({_rel(p)})" for p in plots) + "."
     validation = config.get("validation")
     if validation:
         seeds = validation["seeds"]
