@@ -39,7 +39,7 @@ RUNS_DIR = ROOT / "runs"  # untracked (.gitignore): where a plain `make bench` w
 # and CartPole at 2000 episodes.
 QUICK = {
     "tasks": ["two-moons", "sum-mod-tiny"],
-    "optimizers": [o for o in OPTIMIZER_NAMES if o not in ("sgd-mb", "adam-mb", "tdopt-tuned")],
+    "optimizers": [o for o in OPTIMIZER_NAMES if o not in ("sgd-mb", "adam-mb", "tdopt-tuned", "tdopt-csa")],
     "seeds": 3,
     "budget": 2000,
     "out": RUNS_DIR / "quick",
@@ -61,7 +61,7 @@ MINIBATCH_ROWS = ["tdopt", "tdopt-noavg", "sgd-mb", "adam-mb", "random", "openai
 FAMILIES = {
     "supervised": {  # with the per-combination caps of benchmarks.optimizers.BUDGET_CAPS
         "tasks": ["two-moons", "two-moons-step", "sum-mod-tiny", "sum-mod-mlp"],  # digits: its own run (README)
-        "optimizers": list(OPTIMIZER_NAMES),
+        "optimizers": [o for o in OPTIMIZER_NAMES if o != "tdopt-csa"],  # tdopt-csa: the RL rows' setting
         "seeds": 5,
         "budget": 20000,
         "published": RESULTS_DIR / "full",
