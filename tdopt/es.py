@@ -307,7 +307,7 @@ def _tell_centre(state: State, config: Config, children: Tensor, pending: list[f
     an average of several selected children carries less of one sample's luck than the best
     child does."""
     population, sorted_losses = _sorted(children, losses)
-    average, members, radius = _component_average(population[: config.popsize // 2], config)
+    average, members, radius, mass = _component_average(population[: config.popsize // 2], config)
     noise, reference = state.noise, state.reference_loss
     if noise == "unknown" and pending:
         noise = _noise_kind(state, config, pending[0], pending[1])
@@ -318,10 +318,10 @@ def _tell_centre(state: State, config: Config, children: Tensor, pending: list[f
     if noise in ("none", "unknown"):
         centre, consensus = population[0], average if members.numel() > 1 else nan
         best, best_loss = _incumbent(state, population[0], sorted_losses[0])
+        mass = 1.0  # the centre is one child
     else:
         centre = best = average
         best_loss, consensus = reference, nan
-    mass = 1.0 if noise in ("none", "unknown") else _selection_mass(members.numel(), config)
     scale, path = _step_size(state, config, centre, (wins, decided), noise, mass)
     return state._replace(
         centre=centre,
@@ -350,7 +350,7 @@ def _tell_population(
     population, member_losses = _sorted(torch.cat([state.population, children]), parent_losses + losses)
     population, member_losses = population[: config.popsize], member_losses[: config.popsize]
     best, best_loss = _incumbent(state, population[0], member_losses[0])
-    average, members, radius = _component_average(population, config)
+    average, members, radius, _ = _component_average(population, config)
     consensus = torch.full_like(state.centre, math.nan)
     if members.numel() > 1:
         population = population.clone()
@@ -372,32 +372,26 @@ def _tell_population(
     )
 
 
-def _component_average(points: Tensor, config: Config) -> tuple[Tensor, Tensor, float]:
-    """``(average (D,), members (K,), radius)`` of the largest component of the loss-sorted
-    ``points (M, D)``; the best point alone (radius NaN) without averaging or when a point is
-    not finite."""
+def _component_average(points: Tensor, config: Config) -> tuple[Tensor, Tensor, float, float]:
+    """``(average (D,), members (K,), radius, mass)`` of the largest component of the
+    loss-sorted ``points (M, D)``, ``mass`` the average's variance-effective number of points
+    (``1 / sum(w^2)``); the best point alone (radius NaN, mass 1) without averaging or when a
+    point is not finite."""
     # A non-finite coordinate makes the sum non-finite; an overflowing sum of finite values
     # only skips the averaging for one generation. (torch.isfinite over all (M, D) values
     # costs more than the whole topology step at D = 1e4.)
     if not config.average or not math.isfinite(float(points.sum())):
-        return points[0], torch.zeros(1, dtype=torch.long), math.nan
+        return points[0], torch.zeros(1, dtype=torch.long), math.nan, 1.0
     members, radius = topology.largest_component(points, config.radius, config.quantile)
     k = members.numel()
     if config.weighting == "uniform":
-        weights = torch.full((k,), 1.0 / k, dtype=points.dtype, device=points.device)
+        weights, mass = torch.full((k,), 1.0 / k, dtype=points.dtype, device=points.device), float(k)
     else:  # log-rank weights of the loss-sorted members, as CMA-ES recombines
         weights = (math.log(k + 0.5) - torch.log(torch.arange(1, k + 1, dtype=torch.float64))).clamp_min(0)
-        weights = (weights / weights.sum()).to(dtype=points.dtype, device=points.device)
-    return weights @ points.index_select(0, members.to(points.device)), members, radius
-
-
-def _selection_mass(k: int, config: Config) -> float:
-    """The variance-effective number of points in an average of ``k`` (``1 / sum(w^2)``)."""
-    if config.weighting == "uniform" or k == 1:
-        return float(k)
-    weights = [max(math.log(k + 0.5) - math.log(i), 0.0) for i in range(1, k + 1)]
-    total = sum(weights)
-    return total * total / sum(w * w for w in weights)
+        weights = weights / weights.sum()
+        mass = 1.0 / float((weights * weights).sum())
+        weights = weights.to(dtype=points.dtype, device=points.device)
+    return weights @ points.index_select(0, members.to(points.device)), members, radius, mass
 
 
 def _incumbent(state: State, candidate: Tensor, loss: float) -> tuple[Tensor, float]:

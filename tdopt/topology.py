@@ -133,11 +133,11 @@ def largest_component(points: Tensor, radius: float | str = "auto", quantile: fl
     ``quantile``, or ``"gap"``). Ties in size go to the component of the lowest index: pass the
     points sorted by loss and the tie goes to the best point.
     """
+    _check_points(points)
     if not isinstance(radius, str):
         radius = _check_radius(radius)
-    p = points.shape[0] if isinstance(points, Tensor) else 0
+    p = points.shape[0]
     if p < 2:
-        _check_points(points)
         return torch.arange(p), math.nan
     tree = _hierarchy(points)
     if isinstance(radius, str):
