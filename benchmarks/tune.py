@@ -145,7 +145,7 @@ class TaskObjective:
     """``objective(trial, options)`` for :func:`tdopt.tune.tune`: the normalised validation scores
     of the tasks, aggregated by ``aggregate`` (a key of :data:`AGGREGATES`).
 
-    Trial ``k`` runs with seed ``seed + k``, or, ``paired``, on those seeds (the references'
+    Trial ``k`` runs with seed ``seed + k``, or on ``paired_seeds`` when given (the references'
     seeds: every trial meets the same data and episodes as the default, so the defaults score
     exactly 1 and a ratio compares configs, not seeds). ``references[task]`` is the default
     config's score.
@@ -161,10 +161,10 @@ class TaskObjective:
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     report_points: int = 20
     aggregate: str = "median"
-    paired: Sequence[int] = ()
+    paired_seeds: Sequence[int] = ()
 
     def __call__(self, trial: Any, options: dict[str, Any]) -> float:
-        seeds = tuple(self.paired) or (self.seed + trial.number,)
+        seeds = tuple(self.paired_seeds) or (self.seed + trial.number,)
         ratios = {
             task: self._ratio(trial, i, task, {**self.fixed, **options}, seeds) for i, task in enumerate(self.tasks)
         }
@@ -266,10 +266,26 @@ def tune_task(
     storage = tt.make_storage(storage, **_pop(tune_kwargs, "heartbeat_interval", "grace_period", "retries"))
     storage = storage or optuna.storages.InMemoryStorage()
     study = tt.create_study(name, storage, **study_kwargs)
-    refs = references(study, tasks, budget, metric, range(seed, seed + reference_seeds))
-    seeds = tuple(range(seed, seed + reference_seeds))
-    objective = TaskObjective(tasks, budget, refs, metric, seed, fixed, aggregate=aggregate, paired=seeds * paired)
-    return tt.tune(objective, n_trials, name, storage, space=space, **study_kwargs, **tune_kwargs)
+    refs = references(study, tasks, budget, metric, _reference_seeds(attrs))
+    return tt.tune(_objective(attrs, refs), n_trials, name, storage, space=space, **study_kwargs, **tune_kwargs)
+
+
+def _reference_seeds(attrs: Mapping[str, Any]) -> tuple[int, ...]:
+    return tuple(range(attrs["seed"], attrs["seed"] + attrs.get("reference_seeds", 1)))
+
+
+def _objective(attrs: Mapping[str, Any], refs: Mapping[str, float]) -> TaskObjective:
+    """The objective a study's attributes describe (for :func:`tune_task` and :func:`replay`)."""
+    return TaskObjective(
+        tuple(attrs["tasks"]),
+        attrs["budget"],
+        refs,
+        attrs["metric"],
+        attrs["seed"],
+        attrs["fixed"],
+        aggregate=attrs.get("aggregate", "median"),
+        paired_seeds=_reference_seeds(attrs) if attrs.get("paired") else (),
+    )
 
 
 def _pop(kwargs: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -282,17 +298,7 @@ def replay(study: Any, number: int) -> float:
 
     a = study.user_attrs
     refs = {t: float(a[f"reference:{t}"]) for t in a["tasks"]}
-    paired = tuple(range(a["seed"], a["seed"] + a.get("reference_seeds", 1))) * bool(a.get("paired"))
-    objective = TaskObjective(
-        tuple(a["tasks"]),
-        a["budget"],
-        refs,
-        a["metric"],
-        a["seed"],
-        a["fixed"],
-        aggregate=a.get("aggregate", "median"),
-        paired=paired,
-    )
+    objective = _objective(a, refs)
     frozen = study.trials[number]
     return objective(optuna.trial.FixedTrial(frozen.params, number), dict(frozen.user_attrs["options"]))
 
