@@ -5,7 +5,7 @@
 
 Sources: ``benchmarks/results/full/SUMMARY.md`` (or ``quick/`` when no full run exists), ``digits/``,
 ``minibatch/`` and ``rl/`` (the other task families), ``benchmarks/results/ablation/ABLATION.md`` and the
-tuned config ``results/tuned/digits+two-moons.json``.
+tuning studies' configs in ``results/tuned/`` (:data:`TUNED_STUDIES`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from .optimizers import effective_options
+from .report import select_groups
+from .runner import ResultStore
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -180,8 +184,6 @@ def ablation_section() -> str:
     )
 
 
-# TDOpt's defaults, to recognise a study whose best trial is them.
-TDOPT_DEFAULTS = {"radius": "auto", "quantile": 0.5, "lr": 3.0, "popsize": 8}
 # The studies shown, oldest first (python -m benchmarks tune ... writes each).
 TUNED_STUDIES = ("digits+two-moons.json", "digits+two-moons+digits-mb.json", "full-budget.json")
 
@@ -198,15 +200,13 @@ def tuning_section() -> str:
 
 
 def _tuned_rows_run(options: dict) -> list[str]:
-    """The result folders whose ``tdopt-tuned`` rows run ``options`` (a table shows the newest
-    config of each optimizer: the last record)."""
+    """The result folders whose tables show ``tdopt-tuned`` rows that run ``options`` (the
+    records the tables are made of: :func:`benchmarks.report.select_groups`)."""
     folders = []
     for path in sorted(RESULTS.glob("*/results.jsonl")):
-        newest = None
-        for line in path.read_text().splitlines():
-            if '"tdopt-tuned"' in line and (record := json.loads(line))["optimizer"] == "tdopt-tuned":
-                newest = record["options"]
-        if newest is not None and all(newest.get(k) == v for k, v in options.items()):
+        groups, _ = select_groups(ResultStore(path).load())
+        shown = [recs[0]["options"] for (_, opt), recs in groups.items() if opt == "tdopt-tuned"]
+        if any(all(o.get(k) == v for k, v in options.items()) for o in shown):
             folders.append(path.parent.name)
     return folders
 
@@ -227,7 +227,8 @@ def _tuned_study(path: Path) -> list[str]:
         f"{config['metric']} on a 20 % validation split of the training set, divided by the default config's."
         f"{paired} Best: `{json.dumps(config['options'])}`, value {config['value']:.3g}.",
     ]
-    if all(config["options"].get(k) == v for k, v in TDOPT_DEFAULTS.items() if k in config["options"]):
+    defaults = effective_options("tdopt")  # TDOpt's own defaults, as the tdopt rows record them
+    if all(defaults[k] == v for k, v in config["options"].items()):
         lines[-1] += " The best is TDOpt's defaults: the `tdopt` rows of the tables above."
     elif folders := _tuned_rows_run(config["options"]):
         where = ", ".join(f"`{_rel(RESULTS / f)}`" for f in folders)
