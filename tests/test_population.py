@@ -257,13 +257,18 @@ def test_shared_modules_vmap_and_loop_leave_the_model_intact(model_name, method)
         torch.testing.assert_close(got, want, **tolerance(torch.float64))
 
 
-@pytest.mark.parametrize("method", ["auto", "batched"])
-def test_tied_weight_in_two_modules_batched(method):
+def tied_case():
+    """The tied-weight model in float64, its data, a population and the reference losses."""
     torch.manual_seed(0)
     model = tied_in_two_modules().double()
     x, y, _ = data()
     batched = population(list(model.parameters()))
-    want = reference(model, batched, F.cross_entropy, (x,), y)
+    return model, x, y, batched, reference(model, batched, F.cross_entropy, (x,), y)
+
+
+@pytest.mark.parametrize("method", ["auto", "batched"])
+def test_tied_weight_in_two_modules_batched(method):
+    model, x, y, batched, want = tied_case()
     result = run_method(model, F.cross_entropy, x, y, batched, method)
     if method == "auto" or result is not None:
         torch.testing.assert_close(result[0], want, **tolerance(torch.float64))
@@ -271,11 +276,7 @@ def test_tied_weight_in_two_modules_batched(method):
 
 @pytest.mark.parametrize("method", ["vmap", "loop"])
 def test_tied_weight_in_two_modules_vmap_and_loop(method):
-    torch.manual_seed(0)
-    model = tied_in_two_modules().double()
-    x, y, _ = data()
-    batched = population(list(model.parameters()))
-    want = reference(model, batched, F.cross_entropy, (x,), y)
+    model, x, y, batched, want = tied_case()
     before = snapshot(model)
     got, _ = run_method(model, F.cross_entropy, x, y, batched, method)
     torch.testing.assert_close(got, want, **tolerance(torch.float64))
