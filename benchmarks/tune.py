@@ -117,9 +117,10 @@ def validation_name(task: str) -> str:
     Data tasks only (full batch or minibatch): a task without a training set has nothing to split.
     """
     name = task + VALIDATION_SUFFIX
-    known = tunable_tasks()
-    if task not in known:
-        raise ValueError(f"cannot tune on {task!r}; tasks with a training set to split: {', '.join(known)}")
+    registered = task in task_registry.task_names() and not task.endswith(VALIDATION_SUFFIX)
+    if not registered or not _has_training_set(task):  # builds this task only, not every registered one
+        known = ", ".join(tunable_tasks())
+        raise ValueError(f"cannot tune on {task!r}; tasks with a training set to split: {known}")
     if name not in task_registry.TASKS:
         task_registry.register_task(name, lambda: validation_task(get_task(task)))
     return name
