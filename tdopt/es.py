@@ -231,23 +231,41 @@ def ask(state: State, config: Config, generator: torch.Generator) -> Tensor:
     The noise is drawn on the generator's device, then moved, so a seed gives the same
     trajectory on every device."""
     p, d = config.popsize, state.centre.numel()
-    n_noise = p // 2 if config.antithetic else p
-    noise = torch.randn(n_noise, d, generator=generator, dtype=state.centre.dtype, device=generator.device)
-    noise = noise.to(state.centre.device)
-    if config.antithetic:
-        noise = torch.stack([noise, -noise], dim=1).reshape(p, d)
+    if config.mode == "population" and state.population.shape[0] != p:
+        raise ValueError(f"popsize changed from {state.population.shape[0]} to {p} in population mode")
+    k = _pending(state, config)
+    # One (N, D) tensor written in place: at D = 1e4 separate temporaries and a final
+    # concatenation cost as much as drawing the noise.
+    candidates = torch.empty(k + p, d, dtype=state.centre.dtype, device=state.centre.device)
+    children = candidates[k:]
+    _draw_noise(children, config.antithetic, generator)
+    children.mul_(state.sigma * state.scale)
+    children.add_(state.population if config.mode == "population" else state.centre)
     if config.mode == "population":
-        if state.population.shape[0] != p:
-            raise ValueError(f"popsize changed from {state.population.shape[0]} to {p} in population mode")
-        children = state.population + noise * (state.sigma * state.scale)
-        pending = state.best if state.generation == 0 else state.consensus
-        rows = [pending[None]] if _pending(state, config) else []
+        if k:
+            candidates[0] = state.best if state.generation == 0 else state.consensus
     else:
-        children = state.centre + noise * (state.sigma * state.scale)
+        candidates[:k] = state.best
         if _has_consensus(state):
             children[0] = state.consensus
-        rows = [state.best[None]] * _pending(state, config)
-    return torch.cat([*rows, children])
+    return candidates
+
+
+def _draw_noise(out: Tensor, antithetic: bool, generator: torch.Generator) -> None:
+    """Standard normal rows into ``out (P, D)`` (mirrored pairs ``+eps, -eps`` when
+    ``antithetic``), drawn on the generator's device."""
+    p, d = out.shape
+    n_noise = p // 2 if antithetic else p
+    if generator.device == out.device and not antithetic:
+        torch.randn(p, d, generator=generator, dtype=out.dtype, device=out.device, out=out)
+        return
+    noise = torch.randn(n_noise, d, generator=generator, dtype=out.dtype, device=generator.device).to(out.device)
+    if antithetic:
+        pairs = out.view(n_noise, 2, d)
+        pairs[:, 0] = noise
+        torch.neg(noise, out=pairs[:, 1])
+    else:
+        out.copy_(noise)
 
 
 def sanitize(losses: Tensor) -> list[float]:
