@@ -144,6 +144,8 @@ class PopulationLoss:
 
     def _chunked(self, members: int, swept: dict[str, Tensor], run: Callable[[dict[str, Tensor], int], Tensor]):
         size = self.chunk_size or members
+        if size >= members:
+            return run(swept, members)
         parts = []
         for start in range(0, members, size):
             stop = min(members, start + size)
