@@ -133,7 +133,7 @@ BUDGET_CAPS: dict[tuple[str, str], int] = {
 }
 # Full-covariance CMA-ES at D = 2410 in the minibatch loop (a generation per batch of 64): pycma had
 # not finished one 10k run after 10 CPU minutes; ten such runs do not fit a session on 2 cores.
-BUDGET_CAPS.update({("digits-mb", "pycma"): MINIBATCH_CAP, ("digits-mb", "ng-cma"): MINIBATCH_CAP})
+BUDGET_CAPS.update({("digits-mb", "pycma"): MINIBATCH_CAP})
 # Combinations left out, with the reason (printed, and listed in RESULTS.md).
 EXCLUDED: dict[tuple[str, str], str] = {
     ("sum-mod-mlp", "cma"): (
@@ -142,7 +142,12 @@ EXCLUDED: dict[tuple[str, str], str] = {
     ),
     ("digits-mb", "cmaes-cma"): (
         "cmaes.CMA at D = 2410 did not finish 100 full-batch equivalents (about 80 generations) in "
-        "12 CPU minutes; a 10k run would take days on one core; cmaes-sepcma, pycma and ng-cma stand in"
+        "12 CPU minutes; a 10k run would take days on one core; cmaes-sepcma and pycma stand in"
+    ),
+    ("digits-mb", "ng-cma"): (
+        "nevergrad 1.0.12's CMA at D = 2410 (pycma 4.5.0 with the TPA step-size rule) raises in ask "
+        "('Mean shift samples are expected but missing') after about 24 generations, on digits-mb in "
+        "all 5 seeds and on a plain 2410-D quadratic too: a library failure, not a budget; pycma stands in"
     ),
     ("digits-mb", "evotorch-xnes"): (
         "EvoTorch XNES updates a full D x D matrix exponential each generation: 78 CPU s for 20 "

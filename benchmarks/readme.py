@@ -142,8 +142,11 @@ def family_section(family: str) -> str:
         if image.exists():
             lines += [f"![{image.stem}]({_rel(image)})", ""]
     results = run / "RESULTS.md"
-    if results.exists():  # the machine table of RESULTS.md (wall times above are on it)
-        machine = results.read_text().partition("## Machine")[2].split("\n## ", 1)[0]
+    if results.exists():  # the rows left out or capped, and the machine table (wall times above are on it)
+        text = results.read_text()
+        left_out = [line for line in text.splitlines() if line.startswith(("- Left out", "- Budget capped"))]
+        lines += [*left_out, ""] if left_out else []
+        machine = text.partition("## Machine")[2].split("\n## ", 1)[0]
         lines += ["Machine:", "", *[line for line in machine.splitlines() if line.startswith("|")], ""]
     lines.append(f"Machine, every option and each peer's settings: [{_rel(results)}]({_rel(results)}).")
     return "\n".join(lines).rstrip()

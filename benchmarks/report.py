@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizers import METHODS, method_names
+from .optimizers import BUDGET_CAPS, EXCLUDED, METHODS, method_names
 from .runner import RESULTS_FILE, ResultStore, load_plugins
 from .tasks import get_task, task_names
 
@@ -387,6 +387,7 @@ def _results_md(out, records, groups, notes, sections, refs, run_info, summary) 
         f"- {len(records)} runs stored; shown: {sum(len(v) for v in groups.values())} runs, "
         f"{', '.join(map(str, seeds)) or '0'} seed(s) per (task, optimizer), budgets {', '.join(map(str, budgets))}.",
         *_unit_lines(groups),
+        *_left_out_lines(groups),
         "- Budget unit (full-batch tasks): one *evaluation* = one forward pass over the training set. "
         "A full-batch gradient step (forward + backward) counts 1, a minibatch step batch/n_train; "
         "a derivative-free method counts every candidate it evaluates. Epochs (examples forwarded / n_train) "
@@ -420,6 +421,21 @@ def _results_md(out, records, groups, notes, sections, refs, run_info, summary) 
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def _left_out_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """The combinations of these tasks that the presets leave out or cap
+    (``benchmarks.optimizers.EXCLUDED`` / ``BUDGET_CAPS``), with the reason or the cap."""
+    tasks = {task for task, _ in groups}
+    lines = [f"- Left out: `{t}` / `{o}`: {why}." for (t, o), why in sorted(EXCLUDED.items()) if t in tasks]
+    largest = defaultdict(int)
+    for (task, _), recs in groups.items():
+        largest[task] = max(largest[task], int(recs[0]["budget"]))
+    for (task, opt), recs in sorted(groups.items()):
+        cap = BUDGET_CAPS.get((task, opt))
+        if cap is not None and int(recs[0]["budget"]) == cap < largest[task]:
+            lines.append(f"- Budget capped: `{task}` / `{opt}` at {cap} (its cost; the tables show each row's budget).")
+    return lines
 
 
 def _unit_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:

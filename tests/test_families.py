@@ -70,3 +70,16 @@ def test_cli_runs_a_family_block_and_records_it(tmp_path, capsys):
     assert "does not apply" in capsys.readouterr().err
     assert main(["--resume", str(tmp_path), "--no-progress", "--no-report"]) == 0
     assert "0 runs done, 1 already" in capsys.readouterr().err
+
+
+def test_report_lists_the_rows_left_out_and_the_capped_budgets():
+    groups = {("digits-mb", "tdopt"): [{"budget": 10000}], ("digits-mb", "pycma"): [{"budget": 2000}]}
+    lines = report._left_out_lines(groups)
+    for (task, opt), why in optimizers.EXCLUDED.items():
+        assert (f"- Left out: `{task}` / `{opt}`: {why}." in lines) == (task == "digits-mb")
+    assert "- Budget capped: `digits-mb` / `pycma` at 2000" in "\n".join(lines)
+    # a row that ran its full budget, or a task where every row has the cap's budget, is not "capped"
+    alone = {("digits-mb", "pycma"): [{"budget": 2000}]}
+    assert not any("Budget capped" in line for line in report._left_out_lines(alone))
+    groups[("digits-mb", "pycma")] = [{"budget": 10000}]
+    assert not any("Budget capped" in line for line in report._left_out_lines(groups))
