@@ -3,26 +3,17 @@
     PYTHONPATH=/path/to/old/checkout python -m benchmarks.step_time   # then again for the new one
 
 Prints JSON: the fastest of 5 repeats of the mean time per warmed step (ms), with
-``PopulationLoss``, on two-moons (D = 162) and on a 96-100-2 MLP (D = 9,902); 1 torch thread.
+``PopulationLoss``, on two-moons (D = 162; P = 8, 64, 256) and on a 96-100-2 MLP (D = 9,902); 1 torch thread.
 Only ``TDOpt(params, popsize=, seed=)`` and ``PopulationLoss`` are used, so any tdopt version runs it.
-
-    python -m benchmarks.step_time --topology
-
-times the topology step alone (µs per call, best of 5): ``tdopt.topology.largest_component`` against
-the same cut done with scipy's ``linkage`` and ``fcluster`` on the same float64 distances, for the
-``M = P / 2`` selected members of the population sizes above.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.cluster.hierarchy import fcluster, linkage
 from sklearn.datasets import make_moons
 from torch import nn
 
@@ -53,47 +44,8 @@ def step_ms(sizes: list[int], x: torch.Tensor, y: torch.Tensor, popsize: int, st
     return best * 1e3
 
 
-def _scipy_largest_component(points: torch.Tensor) -> list[int]:
-    """The default cut (``radius="auto"``: the median merge height) with scipy's hierarchy."""
-    tree = linkage(torch.pdist(points.double()).numpy(), method="single")
-    labels = fcluster(tree, float(np.quantile(tree[:, 2], 0.5)), criterion="distance")
-    sizes = np.bincount(labels)
-    return np.flatnonzero(labels == labels[np.argmax(sizes[labels])]).tolist()
-
-
-def _best_us(call, repeats: int = 2000) -> float:
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            call()
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return round(best * 1e6, 1)
-
-
-def topology_us() -> dict[str, dict[str, float]]:
-    """µs per topology step of ``M`` points: tdopt's and the scipy reference's (same members)."""
-    out = {}
-    for d in (162, 9902):
-        for m in (4, 8, 16, 32):
-            points = torch.randn(m, d, generator=torch.Generator().manual_seed(m))
-            ours = tdopt.topology.largest_component(points)[0].tolist()
-            if ours != _scipy_largest_component(points):
-                raise AssertionError(f"M={m} D={d}: tdopt and scipy disagree on the largest component")
-            out[f"D={d} M={m}"] = {
-                "tdopt": _best_us(lambda p=points: tdopt.topology.largest_component(p), 2000 if d < 1000 else 200),
-                "scipy linkage + fcluster": _best_us(
-                    lambda p=points: _scipy_largest_component(p), 2000 if d < 1000 else 200
-                ),
-            }
-    return out
-
-
 def main() -> None:
     torch.set_num_threads(1)
-    if "--topology" in sys.argv[1:]:
-        print(json.dumps({"tdopt": tdopt.__version__, "topology_us": topology_us()}))
-        return
     x, y = make_moons(1000, noise=0.1, random_state=0)
     moons = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
     wide_x = torch.randn(1000, 96, generator=torch.Generator().manual_seed(0))
@@ -101,6 +53,7 @@ def main() -> None:
     cases = {
         "two-moons D=162 P=8": ([2, 10, 10, 2], *moons, 8, 200),
         "two-moons D=162 P=64": ([2, 10, 10, 2], *moons, 64, 60),
+        "two-moons D=162 P=256": ([2, 10, 10, 2], *moons, 256, 20),
         "MLP D=9902 P=16": ([96, 100, 2], *wide, 16, 200),
         "MLP D=9902 P=64": ([96, 100, 2], *wide, 64, 60),
     }

@@ -1,17 +1,16 @@
-"""Single-linkage topology of a point cloud: one minimum spanning tree.
+"""Single-linkage topology of a point cloud, on scipy's public API.
 
 Single-linkage clusters at radius ``r`` (points joined when their distance is ``<= r``,
-transitively) are the components of a minimum spanning tree (MST) cut at ``r``: its edges of
-length ``<= r``. The MST's edge lengths are the merge heights of the single-linkage hierarchy,
-i.e. the H0 persistence death times of the cloud (the tests check both against scipy's
-``linkage``/``fcluster``).
+transitively) are the flat clusters of scipy's single-linkage hierarchy cut at ``r``; the
+merge heights of that hierarchy are the lengths of a minimum spanning tree, i.e. the H0
+persistence death times of the cloud.
 
 Distances are Euclidean distances of the coordinate differences in float64 (``torch.pdist``: no
 Gram-matrix shortcut, whose cancellation would blur near-duplicate points), on the CPU whatever
-the points' device: the selected members are few next to the population's evaluation. The MST
-is Prim's algorithm over the distance matrix in plain Python: at the 4 to 32 points tdopt
-selects, one call of scipy's ``linkage`` costs more in argument handling than Prim's whole
-``O(P^2)`` loop at up to about 16 points (docs/performance.md has the measurements).
+the points' device: the selected members are few next to the population's evaluation. The
+components at a radius are read off the hierarchy's merges up to that height (scipy's
+``fcluster`` does the same after validating the hierarchy, which costs several times more than
+the whole topology step at the population sizes tdopt uses).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 from torch import Tensor
 
@@ -51,23 +51,9 @@ def pairwise_distances(points: Tensor) -> np.ndarray:
     return squareform(_condensed_distances(points))
 
 
-def _spanning_tree(points: Tensor) -> list[tuple[float, int, int]]:
-    """Edges ``(length, a, b)`` of a minimum spanning tree of ``points (P, D)`` (P >= 2) by
-    Prim's algorithm, ascending by length (then by ``a``, ``b``)."""
-    p = points.shape[0]
-    rows = squareform(_condensed_distances(points)).tolist()
-    inside = [False] * p
-    inside[0] = True
-    nearest, parent = rows[0][:], [0] * p  # each outside point's distance to the tree, and to whom
-    edges = []
-    for _ in range(p - 1):
-        v = min((j for j in range(p) if not inside[j]), key=nearest.__getitem__)
-        inside[v] = True
-        edges.append((nearest[v], parent[v], v))
-        for j, distance in enumerate(rows[v]):
-            if distance < nearest[j] and not inside[j]:
-                nearest[j], parent[j] = distance, v
-    return sorted(edges)
+def _hierarchy(points: Tensor) -> np.ndarray:
+    """scipy's single-linkage matrix ``(P - 1, 4)`` of ``points (P, D)`` (P >= 2)."""
+    return linkage(_condensed_distances(points), method="single")
 
 
 def death_times(points: Tensor) -> Tensor:
@@ -75,7 +61,7 @@ def death_times(points: Tensor) -> Tensor:
     _check_points(points)
     if points.shape[0] < 2:
         return torch.zeros(0, dtype=torch.float64)
-    return torch.tensor([length for length, _, _ in _spanning_tree(points)], dtype=torch.float64)
+    return torch.from_numpy(np.sort(_hierarchy(points)[:, 2]))
 
 
 def radius_from_deaths(deaths: np.ndarray | Tensor, rule: str = "auto", quantile: float = 0.5) -> float:
@@ -114,19 +100,15 @@ def _check_radius(radius: float) -> float:
     return float(radius)
 
 
-def _clusters(edges: list[tuple[float, int, int]], p: int, radius: float) -> list[list[int]]:
-    """Single-linkage clusters of ``p`` points at ``radius`` from their MST ``edges``
-    (ascending): the edges of length ``<= radius`` joined, each cluster's points ascending."""
-    cluster_of = list(range(p))
+def _clusters(tree: np.ndarray, p: int, radius: float) -> list[list[int]]:
+    """Single-linkage clusters of ``p`` points at ``radius`` from their hierarchy ``tree``: the
+    merges of height ``<= radius`` (rows come in ascending height), each cluster's points ascending."""
     clusters: dict[int, list[int]] = {i: [i] for i in range(p)}
-    for length, a, b in edges:
-        if not length <= radius:
+    for row, (a, b, height, _) in enumerate(tree):
+        if not height <= radius:
             break
-        keep, gone = cluster_of[a], cluster_of[b]
-        for i in clusters[gone]:
-            cluster_of[i] = keep
-        clusters[keep] += clusters.pop(gone)
-    return sorted(sorted(members) for members in clusters.values())
+        clusters[p + row] = sorted(clusters.pop(int(a)) + clusters.pop(int(b)))
+    return sorted(clusters.values())
 
 
 def components(points: Tensor, radius: float) -> Tensor:
@@ -138,7 +120,7 @@ def components(points: Tensor, radius: float) -> Tensor:
     p = points.shape[0]
     labels = torch.zeros(p, dtype=torch.long)
     if p >= 2:
-        for label, members in enumerate(_clusters(_spanning_tree(points), p, float(radius))):
+        for label, members in enumerate(_clusters(_hierarchy(points), p, float(radius))):
             labels[members] = label
     return labels
 
@@ -157,9 +139,9 @@ def largest_component(points: Tensor, radius: float | str = "auto", quantile: fl
     p = points.shape[0]
     if p < 2:
         return torch.arange(p), math.nan
-    edges = _spanning_tree(points)
+    tree = _hierarchy(points)
     if isinstance(radius, str):
-        radius = radius_from_deaths([length for length, _, _ in edges], radius, quantile)
-    clusters = _clusters(edges, p, float(radius))
+        radius = radius_from_deaths(tree[:, 2], radius, quantile)
+    clusters = _clusters(tree, p, float(radius))
     largest = max(clusters, key=lambda members: (len(members), -members[0]))
     return torch.tensor(largest, dtype=torch.long), float(radius)
