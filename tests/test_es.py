@@ -221,6 +221,45 @@ def test_antithetic_children_are_mirrored():
     assert not torch.equal(children[0], children[2])
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(MODES),
+    st.booleans(),
+    st.sampled_from([2, 4, 6]),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_ask_rows_are_the_documented_formula(mode, antithetic, popsize, dtype, per_coordinate, seed):
+    """Bit for bit: [pending rows] + base + sigma * scale * eps, eps drawn as one randn (P, D)
+    (antithetic: P / 2 rows, each followed by its negation), the consensus in child 0 (centre mode)."""
+    config = es.Config(popsize=popsize, mode=mode, antithetic=antithetic)
+    d = 5
+    sigma = torch.linspace(0.1, 0.5, d, dtype=dtype) if per_coordinate else 0.3
+    generator = torch.Generator().manual_seed(seed)
+    state = es.init(torch.randn(d, generator=generator, dtype=dtype), sigma, config)
+    for _ in range(3):
+        before = generator.get_state()
+        candidates = es.ask(state, config, generator)
+        replay = torch.Generator().set_state(before)
+        if antithetic:
+            half = torch.randn(popsize // 2, d, generator=replay, dtype=dtype)
+            eps = torch.stack([half, -half], dim=1).reshape(popsize, d)
+        else:
+            eps = torch.randn(popsize, d, generator=replay, dtype=dtype)
+        base = state.population if mode == "population" else state.centre
+        children = base + eps * (state.sigma * state.scale)
+        k = candidates.shape[0] - popsize
+        if mode == "centre":
+            assert all(torch.equal(row, state.best) for row in candidates[:k])
+            if not math.isnan(float(state.consensus[0])):
+                children[0] = state.consensus
+        elif k:
+            assert torch.equal(candidates[0], state.best if state.generation == 0 else state.consensus)
+        assert torch.equal(candidates[k:], children)
+        state = es.tell(state, config, candidates, sphere(candidates))
+
+
 # ---------------------------------------------------------------- tell's input checks, non-finite losses
 def test_tell_rejects_wrong_shapes_and_types():
     config = es.Config(popsize=4, mode="population")
