@@ -131,9 +131,6 @@ MINIBATCH_CAP = 2000
 BUDGET_CAPS: dict[tuple[str, str], int] = {
     (task, opt): MINIBATCH_CAP for task in TASK_NAMES for opt in ("sgd-mb", "adam-mb")
 }
-# Full-covariance CMA-ES at D = 2410 in the minibatch loop (a generation per batch of 64): pycma had
-# not finished one 10k run after 10 CPU minutes; ten such runs do not fit a session on 2 cores.
-BUDGET_CAPS.update({("digits-mb", "pycma"): MINIBATCH_CAP})
 # Combinations left out, with the reason (printed, and listed in RESULTS.md).
 EXCLUDED: dict[tuple[str, str], str] = {
     ("sum-mod-mlp", "cma"): (
