@@ -209,8 +209,10 @@ def references(study: Any, tasks: Sequence[str], budget: int, metric: str, seeds
     return out
 
 
-def default_study_name(tasks: Sequence[str], budget: int, metric: str = "val_loss", aggregate: str = "median") -> str:
-    suffix = "" if aggregate == "median" else f"-{aggregate}"
+def default_study_name(
+    tasks: Sequence[str], budget: int, metric: str = "val_loss", aggregate: str = "median", paired: bool = False
+) -> str:
+    suffix = ("" if aggregate == "median" else f"-{aggregate}") + ("-paired" if paired else "")
     return f"tdopt-{'+'.join(tasks)}-b{budget}-{metric}{suffix}"
 
 
@@ -260,7 +262,7 @@ def tune_task(
         "space": dataclasses.asdict(space),
         "split": {"fraction": VAL_FRACTION, "seed": SPLIT_SEED},
     }
-    name = study_name or default_study_name(tasks, budget, metric, aggregate) + ("-paired" if paired else "")
+    name = study_name or default_study_name(tasks, budget, metric, aggregate, paired)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=int(prune_warmup * budget))
     study_kwargs = {"attrs": attrs, "pruner": pruner, **_pop(tune_kwargs, "sampler", "pruner")}
     # one storage object for both calls below: an in-memory study is then the same study

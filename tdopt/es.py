@@ -255,10 +255,10 @@ def _draw_noise(out: Tensor, antithetic: bool, generator: torch.Generator) -> No
     """Standard normal rows into ``out (P, D)`` (mirrored pairs ``+eps, -eps`` when
     ``antithetic``), drawn on the generator's device."""
     p, d = out.shape
-    n_noise = p // 2 if antithetic else p
     if generator.device == out.device and not antithetic:
         torch.randn(p, d, generator=generator, dtype=out.dtype, device=out.device, out=out)
         return
+    n_noise = p // 2 if antithetic else p
     noise = torch.randn(n_noise, d, generator=generator, dtype=out.dtype, device=generator.device).to(out.device)
     if antithetic:
         pairs = out.view(n_noise, 2, d)
