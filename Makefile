@@ -1,5 +1,5 @@
 # The two commands a user needs: `make bench` (the quick benchmark into runs/quick, resumable) and `make test`.
-# Each runs the idempotent set-up first (.venv with torch and tdopt[dev,bench,tune]).
+# Each runs the idempotent set-up first (.venv with torch and tdopt[dev,bench,tune,peers-light]).
 PY := .venv/bin/python
 ARGS ?=
 

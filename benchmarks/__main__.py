@@ -1,6 +1,6 @@
 """Command line: ``python -m benchmarks [run options]`` or ``python -m benchmarks SUBCOMMAND ...``.
 
-Subcommands: ``report --out DIR`` (tables, plots, RESULTS.md from DIR/results.jsonl),
+Subcommands: ``report [--out DIR]`` (tables, plots, RESULTS.md from DIR/results.jsonl; default runs/quick),
 ``references`` (reference figures), ``tune ...`` (``benchmarks.tune``), ``speed ...``
 (``benchmarks.speed``). Without a subcommand (or with ``run``) it runs the benchmark:
 see ``python -m benchmarks --help``.
@@ -39,7 +39,7 @@ RUNS_DIR = ROOT / "runs"  # untracked (.gitignore): where a plain `make bench` w
 # and CartPole at 2000 episodes.
 QUICK = {
     "tasks": ["two-moons", "sum-mod-tiny"],
-    "optimizers": [o for o in OPTIMIZER_NAMES if o not in ("sgd-mb", "adam-mb", "tdopt-tuned", "tdopt-csa")],
+    "optimizers": [o for o in OPTIMIZER_NAMES if o not in ("sgd-mb", "adam-mb", "tdopt-tuned")],
     "seeds": 3,
     "budget": 2000,
     "out": RUNS_DIR / "quick",
@@ -54,14 +54,14 @@ PEER_ROWS = [
     "ng-ngopt", "ng-oneplusone", "ng-cma", "evotorch-snes", "evotorch-xnes", "evotorch-pgpe",
     "cmaes-cma", "cmaes-sepcma", "pycma",
 ]  # fmt: skip
-RL_ROWS = ["tdopt", "tdopt-noavg", "tdopt-csa", "random", "openai-es", *PEER_ROWS]
+RL_ROWS = ["tdopt", "tdopt-noavg", "random", "openai-es", *PEER_ROWS]
 MINIBATCH_ROWS = ["tdopt", "tdopt-noavg", "sgd-mb", "adam-mb", "random", "openai-es", *PEER_ROWS]
 # The published tables (--full): every family, 5 seeds; --family NAME runs one of them (into
 # runs/NAME; published in benchmarks/results/NAME, the supervised one in benchmarks/results/full).
 FAMILIES = {
     "supervised": {  # with the per-combination caps of benchmarks.optimizers.BUDGET_CAPS
         "tasks": ["two-moons", "two-moons-step", "sum-mod-tiny", "sum-mod-mlp"],  # digits: its own run (README)
-        "optimizers": [o for o in OPTIMIZER_NAMES if o != "tdopt-csa"],  # tdopt-csa: the RL rows' setting
+        "optimizers": list(OPTIMIZER_NAMES),
         "seeds": 5,
         "budget": 20000,
         "published": RESULTS_DIR / "full",
@@ -327,13 +327,19 @@ def report_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks report",
         description="Regenerate tables, plots and RESULTS.md from OUT/results.jsonl.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", type=Path, default=QUICK["published"], help="results directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=QUICK["out"],
+        help=f"results directory (the untracked one of `make bench`; a published one: {_rel(QUICK['published'])})",
+    )
     p.add_argument("--references", type=Path, default=REFERENCES_PATH, help="reference figures JSON")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="tables and RESULTS.md only")
     args = p.parse_args(argv)
     if not (args.out / RESULTS_FILE).exists():
-        p.error(f"no results in {args.out} (expected {args.out / RESULTS_FILE})")
+        p.error(f"no results in {args.out} (expected {args.out / RESULTS_FILE}; run python -m benchmarks first)")
     for path in write_report(args.out, references=args.references, plots=not args.no_plots):
         print(path)
     return 0

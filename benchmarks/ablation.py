@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import math
 import platform
@@ -32,21 +33,19 @@ from .adapters import tdopt_overrides
 from .optimizers import tdopt_options
 from .tasks import NOISE_SCALES, Task, get_task
 
+DEFAULT_LR = inspect.signature(tdopt.TDOpt).parameters["lr"].default
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "no averaging (ablation)": {"average": False},
-    "absolute step sizes (lr 0.3)": {"scale_parameter": False, "lr": 0.3},
-    "absolute step sizes (lr 0.3), no averaging": {"scale_parameter": False, "lr": 0.3, "average": False},
-    "step rule: CSA": {"step_rule": "csa"},
-    "step rule: CSA, no averaging": {"step_rule": "csa", "average": False},
-    "rank weights": {"weighting": "rank"},
+    "absolute step sizes (lr 0.1)": {"scale_parameter": False, "lr": 0.1},
+    "absolute step sizes (lr 0.1), no averaging": {"scale_parameter": False, "lr": 0.1, "average": False},
     "radius: gap rule": {"radius": "gap"},
     "radius: quantile 0.25": {"quantile": 0.25},
     "radius: inf (all selected)": {"radius": 1e9},
-    "popsize 16": {"popsize": 16},
-    "popsize 16, no averaging": {"popsize": 16, "average": False},
-    "lr 1.5": {"lr": 1.5},
-    "lr 6": {"lr": 6.0},
+    "popsize 32": {"popsize": 32},
+    "popsize 32, no averaging": {"popsize": 32, "average": False},
+    "lr / 3": {"lr": DEFAULT_LR / 3},
+    "lr * 3": {"lr": DEFAULT_LR * 3},
     "population mode (literal rule)": {"mode": "population"},
     "population mode, no averaging": {"mode": "population", "average": False},
 }

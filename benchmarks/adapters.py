@@ -159,10 +159,7 @@ class TDOptMethod(Method):
     :class:`tdopt.PopulationLoss` over the training set; minibatch: the loss on the batch; RL: the
     episodes' negative mean return). The model holds what TDOpt leaves in the params."""
 
-    @property
-    def returns(self) -> str:
-        """What TDOpt leaves in the params: the best point measured, or for a noisy loss the search centre."""
-        return "centre" if self.opt.noise in ("shared", "independent") else "incumbent"
+    returns = "centre"  # what TDOpt leaves in the params (the best member with mode="population")
 
     def __init__(self, task, model, seed, options):
         super().__init__(task, model, seed, options)
@@ -184,7 +181,6 @@ class TDOptMethod(Method):
             "sigma": self.opt.sigma[0],
             "radius": self.opt.radius,
             "component_size": self.opt.component_size,
-            "noise": self.opt.noise,
         }
 
 

@@ -24,7 +24,6 @@ output in ``benchmarks/results/baseline_sweep.json``; the test set plays no part
   signature; every keyword recorded in each run's ``options``);
   stepping with a :class:`tdopt.PopulationLoss` over the full training set.
 * tdopt-noavg: the same with ``average=False`` (the ablation).
-* tdopt-csa: the same with ``step_rule="csa"`` (RL family).
 * tdopt-tuned: TDOpt keyword arguments from a tuned config (``--config``).
 * sgd / adam: full batch; SGD with momentum 0.9.
 * sgd-mb / adam-mb: minibatches of 64, reshuffled every epoch; SGD with momentum 0.9.
@@ -251,11 +250,8 @@ _BUILTIN: dict[str, MethodSpec] = {
         **_TDOPT,
     ),
     "tdopt-noavg": MethodSpec(
-        defaults={"average": False}, description="TDOpt with average=False (ablation: no averaging)", **_TDOPT
-    ),
-    "tdopt-csa": MethodSpec(
-        defaults={"step_rule": "csa"},
-        description="TDOpt with step_rule='csa' (the setting docs recommend for RL returns)",
+        defaults={"average": False},
+        description="TDOpt with average=False (ablation: every selected child averaged, no topology)",
         **_TDOPT,
     ),
     "tdopt-tuned": MethodSpec(defaults={}, description="TDOpt with tuned options (--config)", **_TDOPT),

@@ -310,10 +310,18 @@ RECIPE = """To see what the radius does on your problem, record the persistence 
 standard `torch.optim` step post-hook (TDOpt computes `death_times` only when read; nothing is recorded otherwise):
 
 ```python
+import torch
+import tdopt
+
+w = torch.nn.Parameter(torch.randn(20))
+opt = tdopt.TDOpt([w], seed=0)
 history = []
 opt.register_step_post_hook(
     lambda o, args, kwargs: history.append((o.death_times, o.radius, o.component_size, o.sigma[0]))
 )
+for _ in range(5):
+    opt.step(lambda: (w**2).sum())
+print(history[-1])
 ```"""
 
 

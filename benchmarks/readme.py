@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -22,12 +24,23 @@ from .runner import ResultStore
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
+# (results folder, task, measure, higher is better): one row per task family of the headline table
+HEADLINE = (
+    ("full", "two-moons", "evals_to_target", False),
+    ("digits", "digits", "test_acc", True),
+    ("minibatch", "digits-mb", "test_acc", True),
+    ("minibatch", "two-moons-mb", "evals_to_target", False),
+    ("rl", "CartPole-v1", "evals_to_target", False),
+    ("rl", "Pendulum-v1", "test_return", True),
+)
+GRADIENT = ("sgd", "adam", "sgd-mb", "adam-mb")
 EFFECT_HEADING = "## Averaging on vs off"
 ABLATION_ROWS = (
     "default",
     "no averaging (ablation)",
-    "absolute step sizes (lr 0.3)",
-    "absolute step sizes (lr 0.3), no averaging",
+    "absolute step sizes (lr 0.1)",
+    "absolute step sizes (lr 0.1), no averaging",
     "population mode (literal rule)",
 )
 
@@ -301,10 +314,61 @@ def section() -> str:
     return "\n\n".join(p for p in parts if p)
 
 
+def _median_of(records: list[dict], measure: str) -> float:
+    """The median over seeds of ``measure`` (a target never reached counts as infinitely many evaluations)."""
+    values = [math.inf if r.get(measure) is None else float(r[measure]) for r in records]
+    return statistics.median(values)
+
+
+def _cell(name: str, value: float, measure: str) -> str:
+    text = "never" if math.isinf(value) else (f"{value:.3f}" if measure == "test_acc" else f"{value:,.0f}")
+    return f"{text} (`{name}`)" if name else text
+
+
+def headline_section() -> str:
+    """One row per task family: tdopt's default, the best derivative-free peer and the gradient
+    optimizers where they apply (medians over seeds of the published runs)."""
+    lines = [
+        "Medians over 5 seeds of the published runs, what each optimizer leaves in the model, equal budgets"
+        " (the full tables: [Results](#results)):",
+        "",
+        "| task (budget) | measure | `tdopt` | best derivative-free peer | gradient (SGD, Adam) |",
+        "|---|---|---|---|---|",
+    ]
+    for folder, task, measure, higher in HEADLINE:
+        path = RESULTS / folder / "results.jsonl"
+        if not path.exists():
+            continue
+        groups, _ = select_groups(ResultStore(path).load())
+        rows = {opt: recs for (t, opt), recs in groups.items() if t == task}
+        if "tdopt" not in rows:
+            continue
+        first = rows["tdopt"][0]
+        unit = first["unit"].split(" (")[0]  # "full-batch equivalents (samples / n_train ...)": the name only
+        label = {"test_acc": "test accuracy", "test_return": "test return"}.get(measure, "")
+        if measure == "evals_to_target":
+            label = f"{unit} to test {first['metric'].replace('test_', '')} ≥ {first['target_acc']:g}"
+        peers = {o: _median_of(r, measure) for o, r in rows.items() if not o.startswith("tdopt") and o not in GRADIENT}
+        best = (max if higher else min)(peers, key=peers.__getitem__) if peers else ""
+        gradient = [_cell(o, _median_of(rows[o], measure), measure) for o in GRADIENT if o in rows]
+        ours = _cell("", _median_of(rows["tdopt"], measure), measure)
+        theirs = _cell(best, peers[best], measure) if best else "—"
+        lines.append(
+            f"| {task} ({first['budget']:,} {unit}) | {label} | {ours} | {theirs} | {', '.join(gradient) or '—'} |"
+        )
+    plot = RESULTS / "minibatch" / "digits-mb.png"
+    if plot.exists():
+        lines += ["", f"![digits-mb: the minibatch loop]({_rel(plot)})"]
+    return "\n".join(lines)
+
+
 def render(readme: str) -> str:
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{section()}\n{END}{tail}"
+    readme = f"{head}{START}\n{section()}\n{END}{tail}"
+    head, rest = readme.split(HEADLINE_START, 1)
+    _, tail = rest.split(HEADLINE_END, 1)
+    return f"{head}{HEADLINE_START}\n{headline_section()}\n{HEADLINE_END}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:

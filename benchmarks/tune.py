@@ -16,8 +16,11 @@ held-out seeds and the test set.
 
 Storage: ``--storage`` (default ``<out>/tune.db``, SQLite with a heartbeat; ``*.log`` for a
 JournalStorage file). Running the command again continues the study; ``--trials 0`` re-exports.
-Outputs in ``--out``: ``<name>.json`` (the ``--config`` format of ``python -m benchmarks``) and
-Optuna's plots ``<name>-history.png``, ``<name>-slice.png``, ``<name>-intermediate.png``.
+Outputs in ``--out`` (default ``runs/tune``, untracked; ``--publish``: the published studies in
+``benchmarks/results/tuned``, whose ``tune.db`` the command then continues): ``<name>.json`` (the
+``--config`` format of ``python -m benchmarks``) and Optuna's plots ``<name>-history.png``,
+``<name>-slice.png``, ``<name>-intermediate.png``. Each finished trial prints one line (Optuna's
+INFO log: number, value, parameters).
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from . import tasks as task_registry
 from .runner import load_plugins, run_one
 from .tasks import Task, get_task
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "tuned"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "runs" / "tune"  # untracked (.gitignore), like `make bench` writing runs/quick
+PUBLISHED_OUT = ROOT / "benchmarks" / "results" / "tuned"  # the published studies (--publish)
 DEFAULT_BUDGET = 1500
 METRICS = ("val_loss", "val_error")
 # How a trial's per-task ratios become its value: "median" (one task does not dominate) or
@@ -386,14 +391,16 @@ def _pair(kind: type) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks tune", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--task", required=True, help="a task or comma-separated tasks with a training set (full batch or minibatch)"
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks tune",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every option's help shows its default
     )
-    p.add_argument("--trials", type=int, default=50, help="trials this process runs (default 50)")
-    p.add_argument("--max-trials", type=int, default=None, help="stop at this many complete+pruned trials in all")
+    p.add_argument("--task", required=True, default=argparse.SUPPRESS, help="a task, or tasks: a,b (required)")
+    p.add_argument("--trials", type=int, default=50, help="trials this process runs")
+    p.add_argument("--max-trials", type=int, help="stop at this many complete+pruned trials in all (None: no limit)")
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="loss evaluations per run")
-    p.add_argument("--metric", choices=METRICS, default="val_loss")
+    p.add_argument("--metric", choices=METRICS, default="val_loss", help="the validation score")
     p.add_argument(
         "--aggregate",
         choices=tuple(AGGREGATES),
@@ -405,22 +412,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every trial runs the reference seeds (the default config then scores exactly 1 on each task)",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (config, plots, default storage)")
-    p.add_argument("--name", default=None, help="output file prefix (default: the tasks joined by '+')")
-    p.add_argument("--storage", default=None, help="FILE.db, FILE.log, journal:FILE or an Optuna URL")
-    p.add_argument("--study-name", default=None, help="default: tdopt-<tasks>-b<budget>-<metric>")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (config, plots, default storage)")
+    out.add_argument(
+        "--publish",
+        action="store_true",
+        help="write into (and continue the studies of) the tracked benchmarks/results/tuned instead of --out",
+    )
+    p.add_argument("--name", help="output file prefix (None: the tasks joined by '+')")
+    p.add_argument("--storage", help="FILE.db, FILE.log, journal:FILE or an Optuna URL (None: OUT/tune.db)")
+    p.add_argument("--study-name", help="None: tdopt-<tasks>-b<budget>-<metric>")
     p.add_argument("--seed", type=int, default=0, help="trial k runs with seed+k")
     p.add_argument("--reference-seeds", type=int, default=1, help="seeds of the default config's reference")
     p.add_argument("--modes", default=",".join(tt.MODES), help="radius modes (comma separated)")
-    p.add_argument("--radius-range", type=_pair(float), default=(1e-3, 1e2), metavar="LO,HI")
-    p.add_argument("--quantile-range", type=_pair(float), default=(0.05, 0.95), metavar="LO,HI")
-    p.add_argument("--lr-range", type=_pair(float), default=None, metavar="LO,HI", help="also tune lr")
-    p.add_argument("--popsize-range", type=_pair(int), default=None, metavar="LO,HI", help="also tune popsize")
-    p.add_argument("--fixed", type=json.loads, default={}, help="fixed TDOpt options (JSON): '{\"popsize\": 32}'")
-    p.add_argument("--timeout", type=float, default=None, help="seconds for this process")
+    p.add_argument("--radius-range", type=_pair(float), default="1e-3,1e2", metavar="LO,HI", help="fixed radii")
+    p.add_argument("--quantile-range", type=_pair(float), default="0.05,0.95", metavar="LO,HI", help="auto quantiles")
+    p.add_argument("--lr-range", type=_pair(float), metavar="LO,HI", help="also tune lr (None: no)")
+    p.add_argument("--popsize-range", type=_pair(int), metavar="LO,HI", help="also tune popsize (None: no)")
+    p.add_argument("--fixed", type=json.loads, default="{}", help="fixed TDOpt options (JSON): '{\"popsize\": 32}'")
+    p.add_argument("--timeout", type=float, help="seconds for this process (None: no limit)")
     p.add_argument("--validate", type=int, default=0, metavar="N", help="judge on N held-out seeds and the test set")
     p.add_argument("--validate-seed", type=int, default=10000, help="first held-out seed")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="do not save Optuna's plots")
     return p
 
 
@@ -432,11 +445,17 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     modes = tuple(m.strip() for m in args.modes.split(","))
     space = tt.SearchSpace(modes, args.radius_range, args.quantile_range, args.lr_range, args.popsize_range)
-    storage = args.storage or str(args.out / "tune.db")
-    args.out.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = PUBLISHED_OUT if args.publish else args.out
+    storage = args.storage or str(out / "tune.db")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"tuning {'+'.join(tasks)} -> {out} (storage {storage})", file=sys.stderr)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # one line per finished trial: number, value, params
     keys = ("study_name", "metric", "aggregate", "paired", "seed", "reference_seeds", "fixed", "max_trials", "timeout")
-    study = tune_task(tasks, args.budget, args.trials, storage, space=space, **{k: getattr(args, k) for k in keys})
+    try:
+        study = tune_task(tasks, args.budget, args.trials, storage, space=space, **{k: getattr(args, k) for k in keys})
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     try:
         config = best_config(study)
     except ValueError as exc:
@@ -447,12 +466,12 @@ def main(argv: list[str] | None = None) -> int:
         seeds = range(args.validate_seed, args.validate_seed + args.validate)
         config["validation"] = validate(tasks, args.budget, config["options"], seeds)
     name = args.name or "+".join(tasks)
-    print(f"wrote {write_config(config, args.out / f'{name}.json')}")
+    print(f"wrote {write_config(config, out / f'{name}.json')}")
     if not args.no_plots:
         import matplotlib
 
         matplotlib.use("Agg")  # files only: no display needed
-    for path in [] if args.no_plots else tt.save_plots(study, args.out, name):
+    for path in [] if args.no_plots else tt.save_plots(study, out, name):
         print(f"wrote {path}")
     return 0
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a .venv with torch (CPU 2.13.0 when torch is missing) and tdopt[dev,bench,tune].
+# Idempotent set-up: a .venv with torch (CPU 2.13.0 when torch is missing) and
+# tdopt[dev,bench,tune,peers-light] (peers-light: nevergrad and pycma, so the peer adapters' tests run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,6 +12,6 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 stamp=.venv/.tdopt-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q -e ".[dev,bench,tune]"
+  .venv/bin/python -m pip install -q -e ".[dev,bench,tune,peers-light]"
   touch "$stamp"
 fi

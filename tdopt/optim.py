@@ -3,14 +3,13 @@
 A thin adapter: it flattens the trainable parameters into one vector (complex parameters
 through ``view_as_real``), writes candidates into the parameters to evaluate them with the
 closure (or evaluates them all at once through a :class:`tdopt.PopulationLoss`), and leaves
-the incumbent in the parameters after every step.
+the search centre in the parameters after every step.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,17 +17,18 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import distributed, es, topology
+from . import distributed, es, literal
 from .population import PopulationLoss
 
 __all__ = ["TDOpt"]
 
 Closure = Callable[[], Any] | PopulationLoss
 
-# Keys of es.Config: they configure the whole population, so every param group agrees on them
-# (lr and scale_parameter only set step sizes and may differ between groups).
-_CONFIG_KEYS = ("popsize", "radius", "quantile", "average", "mode", "weighting", "antithetic", "step_rule", "noisy")
-_GLOBAL_KEYS = (*_CONFIG_KEYS, "seed")
+# Keys of es.Config, the strategy ("mode") and the seed: they configure the whole population, so
+# every param group agrees on them (lr and scale_parameter only set step sizes and may differ).
+_CONFIG_KEYS = ("popsize", "radius", "quantile", "average")
+_GLOBAL_KEYS = (*_CONFIG_KEYS, "mode", "seed")
+STRATEGIES = {"centre": es, "population": literal}
 _GROUP_ERROR = "param groups may differ only in 'lr' and 'scale_parameter'; got {key}={value!r}"
 # Half-precision parameters are searched in float32: a bfloat16 population cannot resolve steps
 # smaller than 1/128 of a weight.
@@ -102,6 +102,13 @@ def _check_group(group: dict[str, Any]) -> None:
         raise TypeError(f"scale_parameter must be a bool, got {group['scale_parameter']!r}")
 
 
+def _check_mode(mode: Any) -> None:
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, got {mode!r} ({type(mode).__name__})")
+    if mode not in STRATEGIES:
+        raise ValueError(f"mode must be one of {tuple(STRATEGIES)}, got {mode!r}")
+
+
 def _check_groups(groups: list[dict[str, Any]]) -> es.Config:
     """Validate param groups (as stored, or as a checkpoint holds them) before anything uses
     them: the core configuration they agree on, or a clear error."""
@@ -114,6 +121,7 @@ def _check_groups(groups: list[dict[str, Any]]) -> es.Config:
             if group[key] != groups[0][key]:
                 raise ValueError(_GROUP_ERROR.format(key=key, value=group[key]))
     _check_seed(groups[0]["seed"])
+    _check_mode(groups[0]["mode"])
     return es.Config(**{k: groups[0][k] for k in _CONFIG_KEYS})
 
 
@@ -153,44 +161,37 @@ def _loss_value(loss: Any) -> float:
 
 
 class TDOpt(Optimizer):
-    """Largest-component consensus evolution strategy as a ``torch.optim`` optimizer.
+    """Largest-component evolution strategy as a ``torch.optim`` optimizer.
 
-    Each :meth:`step` runs one generation of :mod:`tdopt.es`: ``popsize`` Gaussian mutations
-    of the search centre are evaluated without gradients, the better half is selected, the
-    largest single-linkage component at ``radius`` among the selected is averaged, and the
-    average joins the next generation as a candidate. The parameters then hold the incumbent
-    (replaced only by a strictly better point) and ``step`` returns its loss (0-d float64).
-    A step costs ``popsize`` evaluations, plus one on the first step (the starting point), two
-    on the second (the incumbent twice, to find out whether the loss is noisy), one every step
-    for a noisy loss and, with ``mode="population"``, one for each new average
-    (:attr:`next_evaluations` says how many the next step makes).
+    Each :meth:`step` runs one generation of :mod:`tdopt.es`: the search centre (what the
+    parameters hold) and ``popsize`` mirrored Gaussian children of it are evaluated without
+    gradients, all on the same data (the closure's minibatch or episodes); the children are
+    ranked, the better half is selected, and the centre moves to the rank-weighted average of
+    the selected children's largest single-linkage component at ``radius``. The step sizes adapt
+    to the ranking: each coordinate's share as in SNES, their common scale at a rate that does not
+    shrink with the number of coordinates (:mod:`tdopt.es`). After the step the parameters hold the new centre
+    and ``step`` returns the loss the closure gave for the parameters it started from (0-d
+    float64), as ``torch.optim`` optimizers do. A step costs ``1 + popsize`` evaluations
+    (:attr:`next_evaluations`). One default serves deterministic, minibatch and episodic losses.
 
     Args:
         params: parameters or param groups; groups may differ only in ``lr`` and
             ``scale_parameter``.
-        lr: mutation step size (per group; LR schedulers scale it): relative to each
-            parameter's RMS at the first step when ``scale_parameter``, absolute otherwise.
-        popsize: children per generation ``P >= 2``.
-        radius: single-linkage radius (positive float), or a rule over the H0 death times (MST
-            edge lengths) of the selected members: ``"auto"`` (their ``quantile``) or ``"gap"``.
+        lr: initial mutation step size (per group; LR schedulers scale it): relative to each
+            parameter's RMS at the first step when ``scale_parameter``, absolute otherwise. The
+            step size then adapts; the default 1.0 starts each weight's steps at the size of
+            the weights themselves (docs/algorithm.md has the screens that chose it).
+        popsize: children per step (even: mirrored pairs); ``None``: ``4 + 3 ln D`` rounded up
+            to even, ``D`` the number of trained coordinates.
+        radius: single-linkage radius (positive float), or a rule over the selected children's
+            death times (the edge lengths of their minimum spanning tree): ``"auto"`` (their
+            ``quantile``) or ``"gap"`` (below the largest gap).
         quantile: the quantile of ``radius="auto"``.
-        average: ``False`` switches the averaging off (the ablation).
-        mode: ``"centre"`` (default), or ``"population"``: the literal rule, a persistent
-            population whose largest component's members are all replaced by their average.
-        weighting: ``"uniform"`` or ``"rank"`` (log-rank weights by loss) averaging.
-        antithetic: mirrored mutations ``+eps, -eps`` (even ``popsize``).
-        step_rule: ``"success"`` (the success rule) or ``"csa"`` (cumulative step-size
-            adaptation, ``mode="centre"`` only). For rugged noisy returns (RL episodes) prefer
-            ``"csa"``: there the success rule's comparisons mostly lose at any step size and it
-            shrinks the step (docs/algorithm.md has the measurements).
-        noisy: whether the closure's loss is noisy (minibatches, episodes, dropout). ``None``
-            (default) finds out on the second step, measuring the incumbent twice (see
-            :attr:`noise`). For a noisy loss the parameters hold the search centre, the average
-            of the selected children's largest component; it is measured again every step with
-            the children, on the same data (one more evaluation per step), and ``step`` returns
-            that loss of the parameters it started from. The step size follows the children's
-            comparisons with it and never exceeds ``lr``. For a deterministic loss the
-            parameters hold the best point ever measured.
+        average: ``False`` averages every selected child (the ablation without topology).
+        mode: ``"centre"`` (default), or ``"population"``: the literal rule
+            (:mod:`tdopt.literal`), a persistent population whose largest component's members
+            are all replaced by their average; the parameters hold its best member and ``step``
+            returns that member's loss. For deterministic losses only.
         scale_parameter: step sizes relative to each parameter's RMS at the first step (as
             Adafactor's ``scale_parameter``), kept in the state; ``False``: ``lr`` is absolute.
         seed: seed of the optimizer's private generator (``None``: drawn from torch's global
@@ -203,17 +204,13 @@ class TDOpt(Optimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float | Tensor = 3.0,
-        popsize: int = 8,
+        lr: float | Tensor = 1.0,
+        popsize: int | None = None,
         radius: float | str = "auto",
         *,
         quantile: float = 0.5,
         average: bool = True,
         mode: str = "centre",
-        weighting: str = "uniform",
-        antithetic: bool = False,
-        step_rule: str = "success",
-        noisy: bool | None = None,
         scale_parameter: bool = True,
         seed: int | None = None,
         process_group: Any = None,
@@ -221,9 +218,9 @@ class TDOpt(Optimizer):
         if seed is None:
             seed = int(torch.randint(0, 2**62, (), dtype=torch.long))
         _check_seed(seed)
+        _check_mode(mode)
         defaults = dict(lr=lr, scale_parameter=scale_parameter, seed=seed, popsize=popsize, radius=radius)
-        defaults.update(quantile=quantile, average=average, mode=mode, weighting=weighting)
-        defaults.update(antithetic=antithetic, step_rule=step_rule, noisy=noisy)
+        defaults.update(quantile=quantile, average=average, mode=mode)
         _check_group(defaults)
         es.Config(**{k: defaults[k] for k in _CONFIG_KEYS})
         self._process_group = distributed.check_process_group(process_group)
@@ -243,13 +240,15 @@ class TDOpt(Optimizer):
 
     # ----------------------------------------------------------------- configuration
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group; a rejected group leaves the optimizer unchanged."""
+        """Add a group before the first step; a rejected group leaves the optimizer unchanged."""
         if self._peek():
             raise ValueError(
                 "TDOpt cannot add a param group after the first step: its population spans the parameters "
                 "it started with; create a new TDOpt (or call opt.state.clear() to restart from the current "
                 "parameters)"
             )
+        if self.param_groups:  # a new group follows the current settings (edits included), not the constructor's
+            param_group = {**{k: self.param_groups[0][k] for k in _GLOBAL_KEYS}, **param_group}
         super().add_param_group(param_group)
         try:
             for p in self.param_groups[-1]["params"]:
@@ -263,6 +262,9 @@ class TDOpt(Optimizer):
     def _config(self) -> es.Config:
         """The configuration in ``param_groups`` (edits and a loaded checkpoint's settings apply)."""
         return _check_groups(self.param_groups)
+
+    def _strategy(self) -> Any:
+        return STRATEGIES[self.param_groups[0]["mode"]]
 
     def _trainable(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
@@ -302,42 +304,44 @@ class TDOpt(Optimizer):
         """The population's state, without creating an entry (``self.state`` is a defaultdict)."""
         return self.state.get(self._key(), {}) if self.param_groups else {}
 
-    def _load(self, layout: _Layout, config: es.Config) -> tuple[es.State, torch.Generator, list[float]]:
-        st = self._peek()
+    def _load(self, layout: _Layout, config: es.Config) -> tuple[Any, torch.Generator, list[float]]:
+        """The strategy's state, its generator and the parameters' initial RMS (``scale_parameter``)."""
+        st, strategy = self._peek(), self._strategy()
         generator = torch.Generator()
         if not st:
             scales = layout.rms()
             generator.manual_seed(self.param_groups[0]["seed"])
-            state = es.init(layout.flatten(), self._sigma(layout, scales), config)
-            return state, generator, scales
+            return strategy.init(layout.flatten(), self._sigma(layout, scales), config), generator, scales
         if st["shapes"] != layout.signature():
             raise ValueError(
                 f"the trainable parameters changed since the last step (shapes {st['shapes']} -> "
                 f"{layout.signature()}): TDOpt's population spans the parameters it started with. Restore "
                 "requires_grad, or call opt.state.clear() to restart the search from the current parameters"
             )
+        if st.get("mode") != self.param_groups[0]["mode"]:
+            raise ValueError(f"mode changed from {st.get('mode')!r}: call opt.state.clear() to restart the search")
         generator.set_state(st["rng_state"])
         scales = st["param_scales"].tolist()
         fields = {}
-        for name in es.State._fields:
+        for name in strategy.State._fields:
             value = st[name]
-            if isinstance(value, Tensor):
-                dtype = torch.float64 if name == "losses" else layout.dtype
-                value = value.to(device=layout.device, dtype=dtype)
+            if isinstance(value, Tensor) and name not in ("losses", "death_times"):
+                value = value.to(device=layout.device, dtype=layout.dtype)
             fields[name] = value
         fields["sigma"] = self._sigma(layout, scales)
-        return es.State(**fields), generator, scales
+        return strategy.State(**fields), generator, scales
 
-    def _save(self, layout: _Layout, state: es.State, generator: torch.Generator, scales: list[float]) -> None:
+    def _save(self, layout: _Layout, state: Any, generator: torch.Generator, scales: list[float]) -> None:
         st = self.state[self._key()]
         st.update(state._asdict())
+        st["mode"] = self.param_groups[0]["mode"]
         st["rng_state"] = generator.get_state()
         st["param_scales"] = torch.tensor(scales, dtype=torch.float64)
         st["shapes"] = layout.signature()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a checkpoint: its hyperparameters win (as in torch.optim) and tdopt's state is
-        restored exactly (torch would cast the float64 losses to the parameters' dtype)."""
+        restored exactly (torch would cast float64 entries to the parameters' dtype)."""
         groups, saved = state_dict["param_groups"], state_dict["state"]
         _check_groups(groups)
         params = [p for g in self.param_groups for p in g["params"]]
@@ -353,33 +357,31 @@ class TDOpt(Optimizer):
     # ----------------------------------------------------------------- step
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
-        """Run one generation; return the incumbent's loss (0-d float64).
+        """Run one generation; return the loss of the parameters it started from (0-d float64).
 
         ``closure`` returns the loss of the model's current parameters (it may call
         ``zero_grad``/``backward``; gradients are not used), or is a :class:`PopulationLoss`
-        that evaluates the whole population in one call. After an exception the parameters and
-        the optimizer state are as they were.
+        that evaluates the whole population in one call. After an exception (the closure's, or
+        a ``ValueError`` when every candidate's loss is NaN or infinite) the parameters and the
+        optimizer state are as they were.
         """
         if closure is None:
             raise ValueError("TDOpt.step needs a closure that returns the loss: opt.step(closure)")
         config = self._config()
         layout = self._layout()
+        strategy = self._strategy()
         state, generator, scales = self._load(layout, config)
-        # a PopulationLoss never writes into the parameters; a closure is run on each candidate in them
-        before = None if isinstance(closure, PopulationLoss) else layout.flatten()
-        candidates = es.ask(state, config, generator)
+        before = layout.flatten()
+        candidates = strategy.ask(state, config, generator)
         try:
             losses = self._evaluate(candidates, closure, layout)
-            state = es.tell(state, config, candidates, losses)
+            state = strategy.tell(state, config, candidates, losses)
         except BaseException:
-            if before is not None:
-                layout.write(before)
+            layout.write(before)
             raise
         self._save(layout, state, generator, scales)
-        layout.write(state.best)
-        if not math.isfinite(state.best_loss):
-            warnings.warn("TDOpt: no candidate had a finite loss so far", RuntimeWarning, stacklevel=2)
-        return torch.tensor(state.best_loss, dtype=torch.float64)
+        layout.write(state.centre)
+        return torch.tensor(state.centre_loss if strategy is literal else float(losses[0]), dtype=torch.float64)
 
     def _evaluate(self, candidates: Tensor, closure: Closure, layout: _Layout) -> Tensor:
         """Losses ``(N,)`` of ``candidates (N, D)``: one batched call, or the closure per row."""
@@ -414,10 +416,22 @@ class TDOpt(Optimizer):
 
     @property
     def sigma(self) -> list[float]:
-        """Current step size per param group: ``lr`` times the adapted scale (relative to each
-        parameter's initial RMS where the group has ``scale_parameter``)."""
-        scale = float(self._get("scale", 1.0))
-        return [float(g["lr"]) * scale for g in self.param_groups]
+        """Current step size per param group: ``lr`` times the geometric mean of the adapted
+        per-coordinate multiplier over the group's coordinates (relative to each parameter's
+        initial RMS where the group has ``scale_parameter``)."""
+        scale = self._get("scale", None)
+        if scale is None:
+            return [float(g["lr"]) for g in self.param_groups]
+        if not isinstance(scale, Tensor):  # the literal rule adapts one multiplier
+            return [float(g["lr"]) * scale for g in self.param_groups]
+        layout = self._layout()
+        chunks = dict(zip(layout.params, scale.log().split(layout.numels), strict=True))
+        out = []
+        for g in self.param_groups:
+            logs = [chunks[p] for p in g["params"] if p in chunks]
+            mean = float(torch.cat(logs).mean()) if logs else 0.0
+            out.append(float(g["lr"]) * math.exp(mean))
+        return out
 
     @property
     def radius(self) -> float:
@@ -426,12 +440,13 @@ class TDOpt(Optimizer):
 
     @property
     def component_size(self) -> int:
-        """Members of the last averaged component (0 before the first step)."""
+        """Children averaged in the last step (0 before the first step)."""
         return int(self._get("component_size", 0))
 
     @property
     def best_loss(self) -> float:
-        """The incumbent's loss (+inf before any finite loss)."""
+        """The lowest loss measured so far (+inf before any finite loss). On a noisy loss it is one
+        lucky measurement; the parameters hold the centre, not this point."""
         return float(self._get("best_loss", math.inf))
 
     @property
@@ -442,30 +457,17 @@ class TDOpt(Optimizer):
 
     @property
     def death_times(self) -> Tensor:
-        """H0 death times (MST edge lengths, ascending, float64) of the members the last step
-        selected (the better half of its children in centre mode, the survivors in population
-        mode): the scales at which single linkage joins them, against which :attr:`radius` cuts.
-        Computed when read, so recording them costs nothing unless asked for (for example from
-        a hook registered with ``register_step_post_hook``). Empty before the first step."""
-        st = self._peek()
-        if not st:
-            return torch.zeros(0, dtype=torch.float64)
-        config = self._config()
-        selected = st["population"] if config.mode == "population" else st["population"][: config.popsize // 2]
-        return topology.death_times(selected[torch.isfinite(selected).all(dim=1)])
+        """Death times (the edge lengths of the minimum spanning tree, ascending, float64) of the
+        children the last step selected (survivors, with ``mode="population"``): the scales at
+        which single linkage joins them, against which :attr:`radius` cuts. Empty before the
+        first step and without averaging."""
+        return self._get("death_times", torch.zeros(0, dtype=torch.float64)).clone()
 
     @property
     def next_evaluations(self) -> int:
         """Loss evaluations the next :meth:`step` makes (lets a caller keep to a budget)."""
         config = self._config()
         if not self._peek():
-            return config.popsize + 1
+            return 1 + config.lam(self._layout().dim)
         state, _, _ = self._load(self._layout(), config)
-        return es.num_evaluations(state, config)
-
-    @property
-    def noise(self) -> str:
-        """What measuring the incumbent again showed: ``"unknown"`` (before the second step),
-        ``"none"`` (a deterministic loss), ``"shared"`` (the same within a step, as minibatches
-        and seeded episodes) or ``"independent"`` (even within a step)."""
-        return self._get("noise", "unknown" if self.param_groups[0]["noisy"] is not False else "none")
+        return self._strategy().num_evaluations(state, config)

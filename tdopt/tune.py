@@ -73,7 +73,7 @@ class SearchSpace:
         radius: ``(low, high)`` of the log-uniform fixed radius (a distance in parameter space).
         quantile: ``(low, high)`` of the uniform quantile of ``radius="auto"``.
         lr: ``(low, high)`` to tune ``lr`` (log-uniform), or None to leave it at its default.
-        popsize: ``(low, high)`` to tune ``popsize`` (log-uniform int), or None.
+        popsize: ``(low, high)`` to tune ``popsize`` (even, log-uniform in pairs), or None.
     """
 
     modes: tuple[str, ...] = MODES
@@ -92,8 +92,8 @@ class SearchSpace:
                 raise ValueError(f"{name} range must be (low, high) with 0 < low < high, got {bounds!r}")
         if self.quantile[1] > 1:
             raise ValueError(f"quantile range must lie in (0, 1], got {self.quantile!r}")
-        if self.popsize is not None and self.popsize[0] < 2:
-            raise ValueError(f"popsize range must start at 2 or more, got {self.popsize!r}")
+        if self.popsize is not None and (self.popsize[0] < 2 or self.popsize[0] % 2 or self.popsize[1] % 2):
+            raise ValueError(f"popsize range must be even bounds from 2 up (mirrored pairs), got {self.popsize!r}")
 
 
 def suggest_options(trial: optuna.trial.BaseTrial, space: SearchSpace | None = None) -> dict[str, Any]:
@@ -115,13 +115,14 @@ def suggest_options(trial: optuna.trial.BaseTrial, space: SearchSpace | None = N
     if space.lr is not None:
         options["lr"] = trial.suggest_float("lr", *space.lr, log=True)
     if space.popsize is not None:
-        options["popsize"] = trial.suggest_int("popsize", *space.popsize, log=True)
+        options["popsize"] = 2 * trial.suggest_int("pairs", space.popsize[0] // 2, space.popsize[1] // 2, log=True)
     return options
 
 
 def default_params(space: SearchSpace | None = None) -> dict[str, Any] | None:
-    """The trial parameters of TDOpt's defaults (``radius="auto"``, ``quantile=0.5``, ``lr=3.0``,
-    ``popsize=8``) in ``space``, or None when ``space`` cannot express them."""
+    """The trial parameters of TDOpt's defaults (``radius="auto"``, ``quantile=0.5``, its default
+    ``lr``) in ``space``, or None when ``space`` cannot express them (a tuned ``popsize``: the
+    default one depends on the model's size)."""
     space = space or SearchSpace()
     defaults = {k: v.default for k, v in inspect.signature(TDOpt).parameters.items()}
     if "auto" not in space.modes or not space.quantile[0] <= defaults["quantile"] <= space.quantile[1]:
@@ -129,12 +130,12 @@ def default_params(space: SearchSpace | None = None) -> dict[str, Any] | None:
     params: dict[str, Any] = {"quantile": defaults["quantile"]}
     if len(space.modes) > 1:
         params["radius_mode"] = "auto"
-    for name in ("lr", "popsize"):
-        bounds = getattr(space, name)
-        if bounds is not None:
-            if not bounds[0] <= defaults[name] <= bounds[1]:
-                return None
-            params[name] = defaults[name]
+    if space.popsize is not None:
+        return None
+    if space.lr is not None:
+        if not space.lr[0] <= defaults["lr"] <= space.lr[1]:
+            return None
+        params["lr"] = defaults["lr"]
     return params
 
 

@@ -106,9 +106,7 @@ def test_each_optimizer_runs_end_to_end(optimizer):
     assert calls and calls[-1][0] == math.floor(rec["evals"])
     json.loads(json.dumps(rec))  # serialisable
     if optimizer.startswith("tdopt"):
-        assert rec["returns"] == "incumbent"
-        losses = curve["train_loss"][1:]
-        assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:], strict=False))  # the incumbent never gets worse
+        assert rec["returns"] == "centre"
 
 
 def test_tdopt_options_filled_from_the_signature():
@@ -181,7 +179,6 @@ def test_benchmarks_use_only_the_public_tdopt_api():
     for path in BENCHMARKS.glob("*.py"):
         text = path.read_text()
         assert not private.search(text), (path.name, private.search(text))
-        assert len(text.splitlines()) <= 500, path.name
 
 
 def test_run_one_reproducible_and_report_exception_propagates():
@@ -393,6 +390,19 @@ def test_publishing_compares_with_nothing(tmp_path, monkeypatch, capsys):
     assert cli.main(["--no-progress", "--out", str(quick["published"])]) == 0
     assert "no published results to compare with" in capsys.readouterr().out
     assert (quick["published"] / "RESULTS.md").exists() and not quick["out"].exists()
+
+
+def test_report_defaults_to_the_untracked_quick_run(tmp_path, monkeypatch, capsys):
+    """`python -m benchmarks report` reports runs/quick (what `make bench` writes), never the
+    published benchmarks/results/quick unless named with --out."""
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(cli.QUICK["out"] / "RESULTS.md")], cwd=BENCHMARKS)
+    assert ignored.returncode == 0
+    quick = _tiny_quick(monkeypatch, tmp_path)
+    quick["out"].mkdir(parents=True)
+    shutil.copy(RESULTS_FIXTURE, quick["out"] / "results.jsonl")
+    assert cli.main(["report", "--no-plots"]) == 0
+    assert (quick["out"] / "RESULTS.md").is_file() and not quick["published"].exists()
+    assert str(quick["out"] / "RESULTS.md") in capsys.readouterr().out
 
 
 def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch, capsys):

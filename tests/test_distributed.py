@@ -1,6 +1,7 @@
-"""Population evaluation across a torch.distributed process group (opt-in): 2 gloo processes on
-127.0.0.1 started with torch.multiprocessing.spawn; every rank runs the same scenario functions
-the parent runs single-process for the reference."""
+"""Population evaluation across a torch.distributed process group (opt-in): 2 gloo processes
+started with torch.multiprocessing.spawn and rendezvousing through a fresh file store (no port to
+pick, so no race for one); every rank runs the same scenario functions the parent runs
+single-process for the reference."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import copy
 import datetime
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -51,9 +51,9 @@ def _closure(model, hook=None):
 
 
 def scenario_closure(group, rank):
-    """Closure loop, odd popsize: uneven slices (N = 8, 8, 7, ... rows over 2 ranks)."""
+    """Closure loop: 1 + 8 rows, uneven slices over 2 ranks."""
     model = _model()
-    opt = tdopt.TDOpt(model.parameters(), lr=0.2, popsize=7, seed=11, process_group=group)
+    opt = tdopt.TDOpt(model.parameters(), lr=0.2, popsize=8, seed=11, process_group=group)
     losses = [float(opt.step(_closure(model))) for _ in range(6)]
     return {"params": _flat(model), "losses": losses, "evaluations": opt.evaluations}
 
@@ -61,7 +61,7 @@ def scenario_closure(group, rank):
 def scenario_population(group, rank):
     """PopulationLoss, population mode: N changes between steps (the averages measured)."""
     model = _model(1)
-    opt = tdopt.TDOpt(model.parameters(), lr=0.2, popsize=5, seed=5, mode="population", process_group=group)
+    opt = tdopt.TDOpt(model.parameters(), lr=0.2, popsize=6, seed=5, mode="population", process_group=group)
     loss = tdopt.PopulationLoss(model, F.cross_entropy, *_data())
     losses = [float(opt.step(loss)) for _ in range(5)]
     return {"params": _flat(model), "losses": losses, "evaluations": opt.evaluations}
@@ -122,26 +122,21 @@ def scenario_local(group, rank):
 SCENARIOS = {name[len("scenario_") :]: fn for name, fn in globals().items() if name.startswith("scenario_")}
 
 
-def _worker(rank, port, out_dir, names):
+def _worker(rank: int, store: str, out_dir: str, names: list[str]) -> None:
     torch.set_num_threads(1)
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        init_method=f"file://{store}",
         rank=rank,
         world_size=WORLD,
         timeout=datetime.timedelta(seconds=30),
     )
     results = {name: SCENARIOS[name](dist.group.WORLD, rank) for name in names}
-    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
-    os._exit(0)  # skip the gloo teardown (it occasionally aborts after all work is done)
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    dist.destroy_process_group()  # a normal teardown and exit, as a user's script ends
+    results["torn_down"] = not dist.is_initialized()
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def _single(name, rank=0):
@@ -156,8 +151,8 @@ def _single(name, rank=0):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
-    mp.spawn(_worker, args=(_free_port(), str(out), list(SCENARIOS)), nprocs=WORLD, join=True)
+    out = tmp_path_factory.mktemp("dist")  # a fresh directory, so a fresh store file, per session
+    mp.spawn(_worker, args=(str(out / "store"), str(out), list(SCENARIOS)), nprocs=WORLD, join=True)
     return {rank: torch.load(out / f"rank{rank}.pt") for rank in range(WORLD)}
 
 
@@ -194,6 +189,10 @@ def test_ranks_that_disagree_raise_runtime_error_on_every_rank(two_ranks):
         for name in ("seed", "init"):
             assert got[name] is not None and "different candidates" in got[name], (rank, name)
             assert got[name + "_unchanged"], (rank, name)
+
+
+def test_every_rank_destroys_its_process_group_and_exits_normally(two_ranks):
+    assert [two_ranks[rank]["torn_down"] for rank in range(WORLD)] == [True] * WORLD
 
 
 def test_process_group_none_evaluates_locally_inside_a_process_group(two_ranks):

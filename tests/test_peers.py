@@ -12,11 +12,14 @@ from benchmarks import peers
 _OVERRIDES = {"evotorch-pgpe": {"popsize": 20, "center_learning_rate": 0.1, "optimizer_config": {"max_speed": 0.2}}}
 
 
-@pytest.mark.parametrize("name", peers.PEER_NAMES)
-def test_peer_improves_a_quadratic(name):
+def _needs(name: str) -> pytest.MarkDecorator:
+    """Skip, with the reason (the library that does not import), when peer ``name`` cannot run here."""
     reason = peers.unavailable_reason(name)
-    if reason is not None:
-        pytest.skip(reason)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=_needs(name)) for name in peers.PEER_NAMES])
+def test_peer_improves_a_quadratic(name):
     # D = 20: NGOpt's MetaModel phase (which fails under NumPy >= 2.4, see peers.PeerFailure)
     # needs (D+1)(D+2)/2 = 231 points and a learnable fit; CMA-like choices run here
     x0 = torch.linspace(-1.0, 1.0, 20, dtype=torch.float64) + 1.0
@@ -34,9 +37,8 @@ def test_peer_improves_a_quadratic(name):
     assert peer.settings["library"] == peers.SETTINGS[name]["library"]
 
 
+@_needs("cmaes-sepcma")
 def test_same_seed_same_run_and_non_finite_losses_are_told():
-    if peers.unavailable_reason("cmaes-sepcma"):
-        pytest.skip("cmaes missing")
     runs = []
     for _ in range(2):
         peer = peers.make_peer("cmaes-sepcma", torch.zeros(5, dtype=torch.float64), seed=3)
@@ -65,9 +67,8 @@ def test_missing_library_gives_a_reason(monkeypatch):
         peers.unavailable_reason("nope")
 
 
+@_needs("ng-cma")
 def test_a_library_failure_in_ask_is_a_peer_failure_the_runner_skips(monkeypatch):
-    if peers.unavailable_reason("ng-cma"):
-        pytest.skip("nevergrad missing")
     peer = peers.make_peer("ng-cma", torch.zeros(5, dtype=torch.float64), seed=0, budget=100)
 
     def broken_ask():

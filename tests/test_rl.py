@@ -105,4 +105,4 @@ def test_tdopt_on_episodes_through_the_runner():
     record = run_one("CartPole-v1", "tdopt", 0, 90)
     assert record["unit"] == "episodes" and 0 < record["evals"] <= 90
     assert all(1 <= r <= 500 for r in record["curve"]["test_return"])
-    assert record["info"]["noise"] == "shared"
+    assert record["returns"] == "centre" and record["steps"] == 90 // (3 * 19)  # D = 114: 1 + 18 rows of 3 episodes

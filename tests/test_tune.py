@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ import tdopt  # noqa: E402
 from tdopt import tune as tt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_LR = inspect.signature(tdopt.TDOpt).parameters["lr"].default
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -50,8 +53,6 @@ def test_suggest_options_modes():
 def test_suggest_options_gives_only_combinations_tdopt_accepts():
     space = tt.SearchSpace(lr=(0.1, 10.0), popsize=(4, 64))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    # the new TDOpt takes ``quantile``; an older one is still checked against the API's rules
-    new_api = "quantile" in inspect.signature(tdopt.TDOpt).parameters
     seen = set()
     for _ in range(30):
         trial = study.ask()
@@ -61,12 +62,11 @@ def test_suggest_options_gives_only_combinations_tdopt_accepts():
         seen.add(radius if isinstance(radius, str) else "fixed")
         assert ("quantile" in options) == (radius == "auto")  # quantile only with radius="auto"
         assert radius in ("auto", "gap") or (isinstance(radius, float) and radius > 0)
-        assert isinstance(options["popsize"], int) and 4 <= options["popsize"] <= 64
-        if new_api:
-            tdopt.TDOpt([torch.zeros(3, requires_grad=True)], seed=0, **options)
+        assert isinstance(options["popsize"], int) and 4 <= options["popsize"] <= 64 and options["popsize"] % 2 == 0
+        tdopt.TDOpt([torch.zeros(3, requires_grad=True)], seed=0, **options)
     assert seen == {"fixed", "auto", "gap"}
     dists = {k: v for t in study.trials for k, v in t.distributions.items()}
-    assert dists["radius"].log and dists["lr"].log and dists["popsize"].log and not dists["quantile"].log
+    assert dists["radius"].log and dists["lr"].log and dists["pairs"].log and not dists["quantile"].log
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,7 @@ def test_suggest_options_gives_only_combinations_tdopt_accepts():
         {"radius": (0.0, 1.0)},
         {"quantile": (0.1, 1.5)},
         {"popsize": (1, 8)},
+        {"popsize": (4, 9)},
     ],
 )
 def test_search_space_validation(kwargs):
@@ -212,6 +213,35 @@ def test_cli_writes_a_config_the_benchmark_loads(tmp_path):
     assert load_tuned([str(tmp_path / "two-moons.json")]) == {"two-moons": config["options"]}
 
 
+def test_cli_writes_into_untracked_runs_tune_publishes_only_when_asked_and_logs_each_trial(
+    tmp_path, monkeypatch, caplog
+):
+    bt = pytest.importorskip("benchmarks.tune")
+    default = bt.build_parser().parse_args(["--task", "two-moons"]).out
+    assert default == REPO / "runs" / "tune"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(default / "tune.db")], cwd=REPO)
+    assert ignored.returncode == 0  # runs/ is in .gitignore: the default run changes no tracked file
+    with pytest.raises(SystemExit):
+        bt.build_parser().parse_args(["--task", "two-moons", "--publish", "--out", str(tmp_path)])
+
+    monkeypatch.setattr(bt, "PUBLISHED_OUT", tmp_path / "published")
+    monkeypatch.setattr(logging.getLogger("optuna"), "propagate", True)  # Optuna's log into caplog
+    argv = ["--task", "two-moons", "--trials", "2", "--budget", "30", "--modes", "fixed", "--no-plots", "--publish"]
+    assert bt.main(argv) == 0
+    assert (tmp_path / "published" / "two-moons.json").is_file() and (tmp_path / "published" / "tune.db").is_file()
+    messages = {id(r): r.getMessage() for r in caplog.records}.values()  # newer pytest may see a record twice
+    finished = [re.match(r"Trial (\d+) finished with value: \S+ and parameters: \{", m) for m in messages]
+    assert [m[1] for m in finished if m] == ["0", "1"]  # one line per finished trial: number, value, parameters
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING  # the caller's verbosity is restored
+
+
+def test_every_tune_option_shows_its_default_in_the_help():
+    bt = pytest.importorskip("benchmarks.tune")
+    entries = re.split(r"\n  (?=-)", bt.build_parser().format_help())[1:]  # one per option, as --help shows it
+    assert len(entries) > 20
+    assert [e.split()[0] for e in entries if "(default:" not in e] == ["-h,", "--task"]  # help; required
+
+
 def test_minibatch_tasks_keep_their_loop_in_the_validation_split_and_rl_tasks_are_refused():
     bt = pytest.importorskip("benchmarks.tune")
     from benchmarks.minibatch import MinibatchTask
@@ -246,12 +276,13 @@ def test_the_defaults_are_tried_once(tmp_path):
     storage = str(tmp_path / "d.db")
     study = tt.tune(toy, 2, "d", storage, space=space)
     first = study.trials[0]
-    assert first.params == {"radius_mode": "auto", "quantile": 0.5, "lr": 3.0}
-    assert first.user_attrs["options"] == {"radius": "auto", "quantile": 0.5, "lr": 3.0}
+    assert first.params == {"radius_mode": "auto", "quantile": 0.5, "lr": DEFAULT_LR}
+    assert first.user_attrs["options"] == {"radius": "auto", "quantile": 0.5, "lr": DEFAULT_LR}
     study = tt.tune(toy, 2, "d", storage, space=space)  # resumed: not tried again
     assert sum(t.params == first.params for t in study.trials) == 1
     assert tt.default_params(tt.SearchSpace(modes=("fixed",))) is None  # not expressible
-    assert tt.default_params(tt.SearchSpace(lr=(0.3, 1.0))) is None
+    assert tt.default_params(tt.SearchSpace(lr=(2 * DEFAULT_LR, 4 * DEFAULT_LR))) is None
+    assert tt.default_params(tt.SearchSpace(popsize=(4, 8))) is None  # the default popsize depends on the model
     assert len(tt.tune(toy, 1, "n", None, space=space, try_default=False).trials) == 1
 
 
@@ -270,6 +301,6 @@ def test_paired_trials_run_the_reference_seeds_so_the_defaults_score_exactly_one
     )
     assert study.study_name.endswith("-worst-paired")
     default = study.trials[0]
-    assert default.user_attrs["options"] == {"radius": "auto", "quantile": 0.5, "lr": 3.0}
+    assert default.user_attrs["options"] == {"radius": "auto", "quantile": 0.5, "lr": DEFAULT_LR}
     assert default.user_attrs["ratios"] == {"two-moons": 1.0, "sum-mod-tiny": 1.0} and default.value == 1.0
     assert bt.replay(study, 1) == study.trials[1].value

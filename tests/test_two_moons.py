@@ -23,7 +23,7 @@ def test_tdopt_reaches_97_percent_on_two_moons(seed):
     x_train, y_train, x_test, y_test = two_moons()
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 2))
-    opt = tdopt.TDOpt(model.parameters(), lr=0.3, popsize=16, seed=seed)
+    opt = tdopt.TDOpt(model.parameters(), seed=seed)  # the defaults
     loss = tdopt.PopulationLoss(model, nn.functional.cross_entropy, x_train, y_train)
     while opt.evaluations < 4000:
         opt.step(loss)
