@@ -37,17 +37,19 @@ children, so a noisy loss needs no test and no option.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from . import topology
 
-__all__ = ["Config", "State", "default_popsize", "init", "ask", "tell", "minimize", "rank_weights"]
+__all__ = ["Config", "State", "MinimizeResult", "default_popsize", "init", "ask", "tell", "minimize", "rank_weights"]
 
 # Bounds of the adapted per-coordinate multiplier: far beyond any useful step, they only keep
 # the step size finite when a coordinate never matters to the loss.
@@ -299,22 +301,102 @@ def _adapted_scale(scale: Tensor, z: Tensor, weights: list[float]) -> Tensor:
     return (scale * torch.exp(0.5 * eta_shape * (gradient - mean) + 0.5 * eta_global * mean)).clamp_(*SCALE_LIMITS)
 
 
+@dataclass(frozen=True)
+class MinimizeResult:
+    """What :func:`minimize` found, in the manner of ``scipy.optimize.OptimizeResult``.
+
+    x (D,): the best point measured (``x0``'s dtype and device); fun: its value. evaluations,
+    generations: totals over all runs. stop: why it stopped (``"target"``, ``"budget"``).
+    history: one dict per run (the first and each restart): ``popsize``, ``evaluations``,
+    ``generations``, ``fun`` (the run's best) and ``stop`` (``"target"``, ``"budget"`` or
+    ``"stalled"``: a run whose step size or centre's value stopped changing, then restarted).
+    """
+
+    x: Tensor
+    fun: float
+    evaluations: int
+    generations: int
+    stop: str
+    history: list[dict]
+
+
+def _values(f: Callable[[Tensor], object], candidates: Tensor) -> Tensor:
+    """``f(candidates)`` as a float64 tensor ``(N,)``; a tensor, NumPy array or list of shape
+    ``(N,)`` or ``(N, 1)`` is accepted, anything else raises where the mistake is."""
+    n = candidates.shape[0]
+    out = f(candidates)
+    if isinstance(out, Tensor):
+        values = out.detach().to(device="cpu", dtype=torch.float64)
+    elif not isinstance(out, (np.ndarray, list, tuple)):
+        raise TypeError(f"f must return N = {n} numbers (a tensor, array or list), got {type(out).__name__}")
+    else:
+        try:
+            values = torch.as_tensor(np.asarray(out, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"f must return N = {n} numbers (a tensor, array or list), got {type(out).__name__}"
+            ) from exc
+    if tuple(values.shape) not in ((n,), (n, 1)):
+        raise ValueError(f"f must return shape ({n},) or ({n}, 1) for {n} candidates, got {tuple(values.shape)}")
+    return values.reshape(n)
+
+
+def _stalled(state: State, recent: list[float], sigma0: float) -> bool:
+    """A run has stalled when its step size fell below 1e-12 of the initial one, or its centre's
+    value moved by less than 1e-12 (relative) over the last ``len(recent)`` generations."""
+    if float((state.sigma * state.scale).max()) < 1e-12 * sigma0:
+        return True
+    spread = max(recent) - min(recent)
+    return math.isfinite(spread) and spread <= 1e-12 * max(1.0, abs(min(recent)))
+
+
 def minimize(
-    f: Callable[[Tensor], Tensor],
+    f: Callable[[Tensor], object],
     x0: Tensor,
     sigma: float | Tensor,
+    *,
+    budget: int,
+    target: float | None = None,
+    restarts: int = 0,
     config: Config | None = None,
-    generations: int = 100,
     seed: int = 0,
-) -> State:
-    """Minimise ``f: (N, D) -> (N,)`` from ``x0 (D,)`` for ``generations`` generations."""
+) -> MinimizeResult:
+    """Minimise ``f: (N, D) -> (N,)`` from ``x0 (D,)`` with at most ``budget`` evaluations.
+
+    Stops at the first value ``<= target``, or when the next generation would exceed the budget.
+    A run that stalls is restarted from ``x0`` with ``sigma`` and twice the population (IPOP,
+    Auger and Hansen 2005), at most ``restarts`` times; the last run then continues until the
+    budget. ``f`` receives the candidates in ``x0``'s dtype and on its device."""
     config = Config() if config is None else config
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be a positive int, got {budget!r}")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+        raise ValueError(f"restarts must be an int >= 0, got {restarts!r}")
     generator = torch.Generator().manual_seed(seed)
-    state = init(x0, sigma, config)
-    for _ in range(generations):
-        candidates = ask(state, config, generator)
-        losses = f(candidates)
-        if not isinstance(losses, Tensor):
-            raise TypeError(f"f must return a tensor of losses (N,), got {type(losses).__name__}")
-        state = tell(state, config, candidates, losses)
-    return state
+    best_x, best_f, used, generations, history = x0, math.inf, 0, 0, []
+    for run in range(restarts + 1):
+        run_config = dataclasses.replace(config, popsize=config.lam(x0.numel()) * 2**run)
+        state = init(x0, sigma, run_config)
+        sigma0, recent = float(state.sigma.max()), []
+        window = 10 + math.ceil(30 * x0.numel() / run_config.lam(x0.numel()))
+        stop = "budget"
+        while used + num_evaluations(state, run_config) <= budget:
+            candidates = ask(state, run_config, generator)
+            state = tell(state, run_config, candidates, _values(f, candidates))
+            used, generations = used + candidates.shape[0], generations + 1
+            recent = [*recent[-window + 1 :], state.centre_loss]
+            if state.best_loss < best_f:
+                best_x, best_f = state.best, state.best_loss
+            if target is not None and best_f <= target:
+                stop = "target"
+                break
+            if run < restarts and len(recent) == window and _stalled(state, recent, sigma0):
+                stop = "stalled"
+                break
+        history.append(
+            dict(popsize=run_config.lam(x0.numel()), evaluations=state.evaluations, generations=state.generation)
+            | dict(fun=state.best_loss, stop=stop)
+        )
+        if stop != "stalled":
+            break
+    return MinimizeResult(best_x.clone(), best_f, used, generations, history[-1]["stop"], history)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime
-import math
+import io
 import os
 
 import pytest
@@ -65,6 +65,52 @@ def scenario_population(group, rank):
     loss = tdopt.PopulationLoss(model, F.cross_entropy, *_data())
     losses = [float(opt.step(loss)) for _ in range(5)]
     return {"params": _flat(model), "losses": losses, "evaluations": opt.evaluations}
+
+
+def scenario_noisy(group, rank):
+    """A noisy loss: each step's minibatch is drawn from a generator seeded by opt.generation,
+    so every rank (and the single process) draws the same one."""
+    model = _model(2)
+    opt = tdopt.TDOpt(model.parameters(), lr=0.3, popsize=8, seed=21, process_group=group)
+    x_all, y_all = _data()
+    losses = []
+    for _ in range(6):
+        g = torch.Generator().manual_seed(opt.generation)
+        rows = torch.randint(0, len(x_all), (16,), generator=g)
+        x, y = x_all[rows], y_all[rows]
+        losses.append(float(opt.step(lambda x=x, y=y: F.cross_entropy(model(x), y))))
+    return {"params": _flat(model), "losses": losses, "evaluations": opt.evaluations}
+
+
+def scenario_checkpoint(group, rank):
+    """Rank 0's optimizer and model saved after 3 steps, sent to every rank and loaded into a
+    fresh model and optimizer (another seed and lr: the checkpoint's win), which continue as
+    the uninterrupted run does."""
+    model = _model()
+    opt = tdopt.TDOpt(model.parameters(), lr=0.2, popsize=6, seed=13, process_group=group)
+    closure = _closure(model)
+    for _ in range(3):
+        opt.step(closure)
+    buffer = io.BytesIO()
+    torch.save({"opt": opt.state_dict(), "model": model.state_dict()}, buffer)
+    sent = [buffer.getvalue() if rank == 0 else None]
+    if group is not None:
+        dist.broadcast_object_list(sent, src=0, group=group)
+    checkpoint = torch.load(io.BytesIO(sent[0]), weights_only=True)
+    uninterrupted = [float(opt.step(closure)) for _ in range(4)]
+
+    fresh = _model(7)
+    fresh.load_state_dict(checkpoint["model"])
+    opt2 = tdopt.TDOpt(fresh.parameters(), lr=1.0, popsize=4, seed=99, process_group=group)
+    opt2.load_state_dict(checkpoint["opt"])
+    resumed = [float(opt2.step(_closure(fresh))) for _ in range(4)]
+    return {
+        "uninterrupted": uninterrupted,
+        "resumed": resumed,
+        "params": _flat(model),
+        "resumed_params": _flat(fresh),
+        "evaluations": (opt.evaluations, opt2.evaluations),
+    }
 
 
 def scenario_raise(group, rank):
@@ -157,7 +203,7 @@ def two_ranks(tmp_path_factory):
 
 
 # ----------------------------------------------------------------- multi-process tests
-@pytest.mark.parametrize("name", ["closure", "population"])
+@pytest.mark.parametrize("name", ["closure", "population", "noisy"])
 def test_ranks_give_the_single_process_trajectory(two_ranks, name):
     reference = _single(name)
     for rank in range(WORLD):
@@ -166,6 +212,18 @@ def test_ranks_give_the_single_process_trajectory(two_ranks, name):
         assert got["losses"] == reference["losses"]
         assert got["evaluations"] == reference["evaluations"]
     assert reference["losses"][-1] < reference["losses"][0]
+
+
+def test_a_checkpoint_of_rank_0_loaded_on_every_rank_continues_the_uninterrupted_run(two_ranks):
+    reference = _single("checkpoint")
+    assert reference["resumed"] == reference["uninterrupted"]
+    assert torch.equal(reference["resumed_params"], reference["params"])
+    for rank in range(WORLD):
+        got = two_ranks[rank]["checkpoint"]
+        assert got["resumed"] == got["uninterrupted"] == reference["uninterrupted"], f"rank {rank}"
+        assert torch.equal(got["resumed_params"], reference["params"]), f"rank {rank}"
+        assert torch.equal(got["params"], reference["params"]), f"rank {rank}"
+        assert got["evaluations"] == reference["evaluations"] == (7 * 7, 7 * 7)
 
 
 def test_a_failure_on_one_rank_raises_on_every_rank(two_ranks):
@@ -209,13 +267,30 @@ def test_process_group_must_be_a_process_group(bad):
 
 
 def test_without_torch_distributed_nothing_changes():
+    """process_group=None is the default: the same trajectory, loss for loss, as an optimizer
+    built without it, and best_loss is the lowest loss the closure returned."""
     assert not dist.is_initialized()
     assert tdist.check_process_group(None) is None
-    model = _model()
-    opt = tdopt.TDOpt(model.parameters(), lr=0.2, popsize=4, seed=1, process_group=None)
-    for _ in range(3):
-        opt.step(_closure(model))
-    assert math.isfinite(opt.best_loss)
+    runs = []
+    for kwargs in ({"process_group": None}, {}):
+        model = _model()
+        opt = tdopt.TDOpt(model.parameters(), lr=0.2, popsize=4, seed=1, **kwargs)
+        closure, measured = _closure(model), []
+
+        def measuring(closure=closure, measured=measured):
+            loss = closure()
+            measured.append(float(loss.detach()))
+            return loss
+
+        losses = [float(opt.step(measuring)) for _ in range(3)]
+        runs.append((losses, _flat(model), measured, opt.best_loss, opt.evaluations))
+    (losses, params, measured, best, evaluations), other = runs
+    assert losses == other[0] and torch.equal(params, other[1]) and measured == other[2]
+    assert len(measured) == evaluations == 3 * 5
+    assert losses == measured[::5]  # each step returns the loss of its centre, the first row
+    assert best == min(measured) == other[3]
+    assert losses[-1] < losses[0]
+    assert not dist.is_initialized()
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 33])

@@ -882,6 +882,66 @@ def test_float32_checkpoint_into_a_float64_model():
     assert opt64.best_loss <= best and all(p.dtype == torch.float64 for p in params64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_float64_checkpoint_into_a_float32_or_bfloat16_model(dtype):
+    """The state takes the new model's search dtype (float32 for both: half-precision parameters
+    are searched in float32), the parameters keep theirs, and the run keeps improving."""
+    params64, closure64 = quadratic_problem(torch.float64)
+    opt64 = TDOpt(params64, seed=7, popsize=6, lr=0.1)
+    run_steps(opt64, closure64, 3)
+    params, _ = quadratic_problem(dtype)
+    copy_params(params64, params)
+    opt = TDOpt(params, seed=1, popsize=4, lr=1.0)
+    opt.load_state_dict(through_torch_save(opt64.state_dict()))
+    assert opt.best_loss == opt64.best_loss and opt.generation == 3
+    closure = closure_for(params)
+    loaded_loss, loaded_best = float(closure().detach()), opt.best_loss
+    run_steps(opt, closure, 20)
+    state = state_of(opt)
+    for name in ("centre", "best", "sigma", "scale"):
+        assert state[name].dtype == torch.float32, name
+    assert all(p.dtype == dtype for p in params)
+    assert opt.generation == 23 and opt.evaluations == 23 * 7
+    assert float(closure().detach()) < 0.25 * loaded_loss
+    assert opt.best_loss < 0.25 * loaded_best
+
+
+def test_lr_scheduler_and_checkpoint_resume_give_the_uninterrupted_trajectory():
+    """StepLR halves lr every 3 steps; the optimizer's and the scheduler's state dicts saved after
+    4 steps and loaded into fresh objects (other settings: the checkpoint's win) continue exactly
+    as the uninterrupted run, lr changes at steps 6 and 9 included."""
+    params, closure = quadratic_problem()
+    opt = TDOpt(params, popsize=6, seed=7, lr=0.4)
+    sched = StepLR(opt, step_size=3, gamma=0.5)
+    for _ in range(4):
+        opt.step(closure)
+        sched.step()
+    checkpoint = through_torch_save({"opt": opt.state_dict(), "sched": sched.state_dict()})
+    saved_params = [p.detach().clone() for p in params]
+    expected, expected_lrs = [], []
+    for _ in range(7):
+        expected.append(float(opt.step(closure)))
+        sched.step()
+        expected_lrs.append(opt.param_groups[0]["lr"])
+
+    params2, _ = quadratic_problem(seed=1)
+    copy_params(saved_params, params2)
+    opt2 = TDOpt(params2, popsize=4, seed=999, lr=0.01)
+    sched2 = StepLR(opt2, step_size=100, gamma=0.9)
+    opt2.load_state_dict(checkpoint["opt"])
+    sched2.load_state_dict(checkpoint["sched"])
+    closure2 = closure_for(params2)
+    got, got_lrs = [], []
+    for _ in range(7):
+        got.append(float(opt2.step(closure2)))
+        sched2.step()
+        got_lrs.append(opt2.param_groups[0]["lr"])
+    assert got == expected
+    assert got_lrs == expected_lrs and expected_lrs[0] == 0.4 * 0.5 and expected_lrs[-1] == 0.4 * 0.5**3
+    assert torch.equal(flat(params2), flat(params))
+    assert opt2.evaluations == opt.evaluations == 11 * 7 and opt2.sigma == opt.sigma
+
+
 def _assert_refused_and_unchanged(opt, params, checkpoint, error=ValueError):
     saved, before = copy.deepcopy(opt.state_dict()), flat(params).clone()
     with pytest.raises(error):
