@@ -56,6 +56,9 @@ __all__ = ["Config", "State", "MinimizeResult", "default_popsize", "init", "ask"
 SCALE_LIMITS = (1e-20, 1e20)
 # κ of the global step-size rate η_σ = κ √D (chosen by benchmarks/screen.py; docs/algorithm.md).
 GLOBAL_RATE = 0.1
+# The default radius joins the selected children at the 0.9 quantile of their death times: the
+# largest component is the selected children less the outlying ones (chosen by benchmarks/screen.py).
+QUANTILE = 0.9
 
 
 def _check_type(name: str, value: object, kinds: tuple[type, ...], what: str) -> None:
@@ -83,7 +86,7 @@ class Config:
 
     popsize: int | None = None
     radius: float | str = "auto"
-    quantile: float = 0.5
+    quantile: float = QUANTILE
     average: bool = True
 
     def __post_init__(self) -> None:
@@ -105,9 +108,9 @@ class Config:
         if not 0.0 <= self.quantile <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {self.quantile!r}")
         _check_type("average", self.average, (bool,), "a bool")
-        if self.radius != "auto" and self.quantile != 0.5:
+        if self.radius != "auto" and self.quantile != QUANTILE:
             raise ValueError("quantile applies only to radius='auto'")
-        if not self.average and (self.radius != "auto" or self.quantile != 0.5):
+        if not self.average and (self.radius != "auto" or self.quantile != QUANTILE):
             raise ValueError("radius and quantile apply only with average=True")
 
     def lam(self, dim: int) -> int:

@@ -208,7 +208,7 @@ class TDOpt(Optimizer):
         popsize: int | None = None,
         radius: float | str = "auto",
         *,
-        quantile: float = 0.5,
+        quantile: float = es.QUANTILE,
         average: bool = True,
         mode: str = "centre",
         scale_parameter: bool = True,

@@ -120,7 +120,7 @@ def suggest_options(trial: optuna.trial.BaseTrial, space: SearchSpace | None = N
 
 
 def default_params(space: SearchSpace | None = None) -> dict[str, Any] | None:
-    """The trial parameters of TDOpt's defaults (``radius="auto"``, ``quantile=0.5``, its default
+    """The trial parameters of TDOpt's defaults (``radius="auto"``, its default ``quantile``, its default
     ``lr``) in ``space``, or None when ``space`` cannot express them (a tuned ``popsize``: the
     default one depends on the model's size)."""
     space = space or SearchSpace()

@@ -106,7 +106,7 @@ def survivors_of(state, candidates: torch.Tensor, losses: torch.Tensor):
 def test_tell_is_plus_selection_then_the_largest_component_takes_its_uniform_average(
     popsize, d, radius, quantile, average, seed
 ):
-    radius, quantile = (radius, quantile if radius == "auto" else 0.5) if average else ("auto", 0.5)
+    radius, quantile = (radius, quantile if radius == "auto" else es.QUANTILE) if average else ("auto", es.QUANTILE)
     config = es.Config(popsize=popsize, radius=radius, quantile=quantile, average=average)
     p = config.lam(d)
     rng = np.random.default_rng(seed)

@@ -37,7 +37,7 @@ def test_death_times_are_scipy_single_linkage_heights(popsize, options):
         if options.get("radius") == "gap":
             r = expected[np.argmax(np.diff(expected))]
         else:
-            r = np.quantile(expected, options.get("quantile", 0.5))
+            r = np.quantile(expected, options.get("quantile", tdopt.es.QUANTILE))
         assert opt.radius == pytest.approx(r, rel=1e-6)
         labels = fcluster(tree, t=r, criterion="distance")
         assert opt.component_size == np.bincount(labels).max()

@@ -277,8 +277,8 @@ def test_the_defaults_are_tried_once(tmp_path):
     storage = str(tmp_path / "d.db")
     study = tt.tune(toy, 2, "d", storage, space=space)
     first = study.trials[0]
-    assert first.params == {"radius_mode": "auto", "quantile": 0.5, "lr": DEFAULT_LR}
-    assert first.user_attrs["options"] == {"radius": "auto", "quantile": 0.5, "lr": DEFAULT_LR}
+    assert first.params == {"radius_mode": "auto", "quantile": tdopt.es.QUANTILE, "lr": DEFAULT_LR}
+    assert first.user_attrs["options"] == {"radius": "auto", "quantile": tdopt.es.QUANTILE, "lr": DEFAULT_LR}
     study = tt.tune(toy, 2, "d", storage, space=space)  # resumed: not tried again
     assert sum(t.params == first.params for t in study.trials) == 1
     assert tt.default_params(tt.SearchSpace(modes=("fixed",))) is None  # not expressible
@@ -302,6 +302,6 @@ def test_paired_trials_run_the_reference_seeds_so_the_defaults_score_exactly_one
     )
     assert study.study_name.endswith("-worst-paired")
     default = study.trials[0]
-    assert default.user_attrs["options"] == {"radius": "auto", "quantile": 0.5, "lr": DEFAULT_LR}
+    assert default.user_attrs["options"] == {"radius": "auto", "quantile": tdopt.es.QUANTILE, "lr": DEFAULT_LR}
     assert default.user_attrs["ratios"] == {"two-moons": 1.0, "sum-mod-tiny": 1.0} and default.value == 1.0
     assert bt.replay(study, 1) == study.trials[1].value
