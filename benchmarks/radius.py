@@ -6,8 +6,7 @@ death time in the default run of seed 0), ``radius="auto"`` with quantile 0.25 /
 ``radius="gap"``, a radius of 1e9 (every selected member averaged) and ``average=False``.
 A global ``torch.optim`` step post-hook records, per step, the radius, the component size and
 the death times, so the runs go through the benchmark's own loops unchanged
-(:func:`benchmarks.runner.run_one`, :func:`benchmarks.minibatch.run_tdopt`,
-:func:`benchmarks.rl.run_tdopt`).
+(:func:`benchmarks.runner.run_one`).
 
     python -m benchmarks.radius                      # resumable; writes results/radius/
     python -m benchmarks.radius --tasks two-moons --popsizes 8 --seeds 1 --budget 100 --out /tmp/r
@@ -35,7 +34,6 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import tdopt
 
-from .adapters import tdopt_overrides
 from .optimizers import effective_options
 from .runner import ResultStore, config_hash, run_one, single_thread
 from .tasks import get_task
@@ -128,32 +126,10 @@ def run_variant(task: str, options: dict[str, Any], seed: int, budget: int) -> d
     """One run of TDOpt with ``options`` through the task's benchmark loop, with diagnostics."""
     opts = effective_options("tdopt", options)
     with recording() as steps:
-        if task in ("two-moons", "digits"):
-            record = run_one(task, "tdopt", seed, budget, options=options)
-            record.pop("curve")
-        else:
-            record = _noisy_run(task, opts, seed, budget)
+        record = run_one(task, "tdopt", seed, budget, options=options)  # every family through the runner
+        record.pop("curve")
     record["diag"] = diagnostics(steps, opts["popsize"])
     return record
-
-
-def _noisy_run(task: str, opts: dict[str, Any], seed: int, budget: int) -> dict[str, Any]:
-    from . import minibatch, rl
-
-    with single_thread():
-        if task == "CartPole-v1":
-            final = rl.run_tdopt(task, seed, budget, test_every=budget, **tdopt_overrides(opts))[-1]
-        else:
-            final = minibatch.run_tdopt(task, seed, budget, milestones=[budget], **tdopt_overrides(opts))[-1]
-    return {
-        "task": task,
-        "optimizer": "tdopt",
-        "seed": seed,
-        "budget": budget,
-        "config_hash": config_hash("tdopt", opts),
-        "options": opts,
-        **{k: v for k, v in final.items() if k in ("test_acc", "train_loss", "test_return", "wall_s")},
-    }
 
 
 def variants(task: str, popsize: int, store: ResultStore) -> dict[str, dict[str, Any]]:

@@ -4,12 +4,13 @@ default's choice in docs/algorithm.md).
     python -m benchmarks.screen [--variants '{"lr 0.1": {"lr": 0.1}}'] [--seeds 0,1] [--tasks ...]
 
 Each variant (TDOpt keyword overrides) runs through the benchmark runner at reduced budgets on
-full-batch ``digits`` (test accuracy at 10,000 evaluations), the minibatch loop (``digits-mb``: test accuracy of the params; ``digits-mb-10k``: the same at the
-full budget), RL (``CartPole-v1``: episodes until the params' test return reaches 475;
-``Pendulum-v1``: the params' final test return), full batch (``two-moons``: evaluations until the
-params' test accuracy reaches 0.99) and, through ``TDOpt`` on one parameter vector, the separable
-ellipsoid of condition 1e6 in 20 dimensions (evaluations until f <= 1e-8). It prints one JSON
-line per (variant, task) with each seed's figure and their median (lower is better for the counts,
+full-batch ``digits`` (test accuracy at 10,000 evaluations), the minibatch loop (``digits-mb``:
+test accuracy of the params; ``digits-mb-10k``: the same at the full budget), RL (``CartPole-v1``:
+episodes until the params' test return reaches 475; ``Pendulum-v1``: the params' final test
+return), full batch (``two-moons``: evaluations until the params' test accuracy reaches 0.99)
+and, through ``TDOpt`` on one parameter vector, the separable ellipsoid of condition 1e6 in 20
+dimensions (evaluations until f <= 1e-8). It prints one JSON line per (variant, task) with each
+seed's figure and their median (lower is better for the counts,
 higher for accuracies and returns). Nothing is stored.
 """
 

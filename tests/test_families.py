@@ -11,7 +11,7 @@ from benchmarks import optimizers, report
 from benchmarks.__main__ import main
 from benchmarks.runner import RESULTS_FILE, ResultStore, plan_runs, run_many, run_one
 
-pytest.importorskip("cmaes")
+pytest.importorskip("cmaes", reason="the cmaes peers need the bench extra (scripts/setup.sh installs it)")
 
 TINY = [
     ("two-moons-mb", "tdopt", 2),

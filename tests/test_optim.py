@@ -779,7 +779,7 @@ def closure_for(params):
     torch.randn(4, 3, generator=g), torch.randn(4, generator=g)
     x = torch.randn(3, generator=g)
     weight, bias = params
-    return lambda: (weight @ x.to(weight.dtype) + bias).float().pow(2).sum()
+    return lambda: (weight @ x.to(weight) + bias).float().pow(2).sum()
 
 
 @st.composite
@@ -1174,3 +1174,26 @@ def test_a_new_group_follows_the_current_settings():
     wrapped, calls = recording(lambda: closure() + b.pow(2).sum(), params)
     opt.step(wrapped)
     assert len(calls) == 7
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("direction", ["cpu->cuda", "cuda->cpu"])
+def test_a_checkpoint_moves_between_cpu_and_cuda_with_map_location(direction):
+    """A checkpoint saved on one device, loaded with ``torch.load(map_location=...)`` into the
+    same model on the other device, continues: the state follows the parameters' device and
+    the first resumed step measures the same point."""
+    source, target = direction.split("->")
+    params, closure = quadratic_problem(torch.float64)
+    params = [p.detach().to(source).requires_grad_() for p in params]
+    opt = TDOpt(params, popsize=6, seed=3)
+    run_steps(opt, closure_for(params), 3)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    moved = [p.detach().to(target).requires_grad_() for p in params]
+    opt2 = TDOpt(moved, seed=0)
+    opt2.load_state_dict(torch.load(buffer, map_location=target, weights_only=True))
+    expected = run_steps(opt, closure_for(params), 2)
+    got = run_steps(opt2, closure_for(moved), 2)
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert state_of(opt2)["centre"].device.type == target

@@ -8,7 +8,7 @@ import torch
 
 from benchmarks import rl
 
-gym = pytest.importorskip("gymnasium")
+gym = pytest.importorskip("gymnasium", reason="gymnasium comes with the dev extra (scripts/setup.sh installs it)")
 
 
 def _controller(env_name: str, obs: np.ndarray, rng: np.random.Generator, balance: bool):

@@ -6,7 +6,7 @@ from torch import nn
 
 import tdopt
 
-sklearn = pytest.importorskip("sklearn")
+sklearn = pytest.importorskip("sklearn", reason="scikit-learn comes with the bench extra (setup.sh installs it)")
 from sklearn.datasets import make_moons  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
