@@ -15,8 +15,15 @@ from .runner import config_hash
 
 # --------------------------------------------------------------------------- summaries
 def current(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records whose key still matches their options (same algorithm version and defaults)."""
-    return [r for r in records if config_hash("tdopt", effective_options("tdopt", r["options"])) == r["config_hash"]]
+    """The records whose key still matches their options (same algorithm version and defaults);
+    a record with an option TDOpt no longer has is of an earlier version."""
+    known = set(effective_options("tdopt"))
+    return [
+        r
+        for r in records
+        if set(r["options"]) <= known
+        and config_hash("tdopt", effective_options("tdopt", r["options"])) == r["config_hash"]
+    ]
 
 
 def metric_values(group: list[dict[str, Any]], task: str) -> list[float]:
