@@ -197,8 +197,8 @@ def _mann_whitney(a: list[float], b: list[float]) -> tuple[float, bool]:
 PLOTTED = (
     ("default", "relative, averaging"),
     ("no averaging (ablation)", "relative, no averaging"),
-    ("absolute step sizes (lr 0.3)", "absolute, averaging"),
-    ("absolute step sizes (lr 0.3), no averaging", "absolute, no averaging"),
+    ("absolute step sizes (lr 0.1)", "absolute, averaging"),
+    ("absolute step sizes (lr 0.1), no averaging", "absolute, no averaging"),
 )
 # Per task: the measure its target is about (record key, axis label, log axis).
 PLOT_MEASURES = {
@@ -226,18 +226,18 @@ def plot_ablation(runs: list[dict[str, Any]], path: Path) -> Path | None:
         key, label, log = PLOT_MEASURES[task]
         group = [r for r in runs if r["task"] == task]
         budget = max(r["budget"] for r in group)
-        for x, (variant, _) in enumerate(PLOTTED):
+        shown = [(v, name) for v, name in PLOTTED if any(r["variant"] == v for r in group)]  # the variants run here
+        for x, (variant, _) in enumerate(shown):
             values = [
                 float(budget * 1.15) if r[key] is None else float(r[key]) for r in group if r["variant"] == variant
             ]
-            if not values:
-                continue
             jitter = np.linspace(-0.18, 0.18, len(values))
             ax.scatter(x + jitter, values, s=12, alpha=0.6, color="C0" if "no averaging" not in variant else "C1")
             ax.hlines(statistics.median(values), x - 0.3, x + 0.3, color="black", linewidth=2)
         if key == "evals_to_target":
-            ax.axhline(budget, color="grey", linestyle=":", linewidth=1)
-        ax.set_xticks(range(len(PLOTTED)), [name.replace(", ", ",\n") for _, name in PLOTTED], fontsize=8)
+            ax.axhline(budget, color="grey", linestyle=":", linewidth=1, label="budget: dots above never reached it")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(range(len(shown)), [name.replace(", ", ",\n") for _, name in shown], fontsize=8)
         ax.set_yscale("log" if log else "linear")
         ax.set_title(task)
         ax.set_ylabel(label)

@@ -12,6 +12,27 @@ from .report import LOSS_FLOOR, METRIC_LABELS, _order, metric_of, value_at
 
 __all__ = ["plot_task"]
 
+GRADIENT = ("sgd", "adam", "sgd-mb", "adam-mb")
+
+
+def _styles(plt, names: list[str]) -> tuple[list, list[float], list[str]]:
+    """Colours, widths and line styles: the tdopt rows in shades of blue and thick, the gradient
+    optimizers in greens, the other derivative-free peers in muted tones and thin, so the tdopt
+    rows stand out among a dozen."""
+    ours = [n for n in names if n.startswith("tdopt")]
+    gradient = [n for n in names if n in GRADIENT]
+    others = [n for n in names if n not in ours and n not in gradient]
+    blues, greens = plt.get_cmap("Blues"), plt.get_cmap("Greens")
+    muted = [plt.get_cmap("tab10")(k) for k in (1, 3, 4, 5, 6, 7, 8, 9)]  # tab10 less its blue and green
+    colour, width, style = {}, {}, {}
+    for k, n in enumerate(ours):
+        colour[n], width[n], style[n] = blues(0.95 - 0.25 * k), 2.6 - 0.4 * k, ("-", "--", ":")[k % 3]
+    for k, n in enumerate(gradient):
+        colour[n], width[n], style[n] = greens(0.85 - 0.2 * k), 1.4, ("-", "--")[k % 2]
+    for k, n in enumerate(others):
+        colour[n], width[n], style[n] = muted[k % len(muted)], 1.0, ("-", "--", "-.")[(k // len(muted)) % 3]
+    return [colour[n] for n in names], [width[n] for n in names], [style[n] for n in names]
+
 
 def plot_task(task: str, groups: dict[tuple[str, str], list[dict]], path: str | os.PathLike[str]) -> Path | None:
     import matplotlib
@@ -27,16 +48,13 @@ def plot_task(task: str, groups: dict[tuple[str, str], list[dict]], path: str | 
     keys = [metric] + (["train_loss"] if "train_loss" in head[0]["curve"] else [])
     fig, axes = plt.subplots(1, len(keys), figsize=(6.75 * len(keys), 4.5), squeeze=False)
     axes = axes[0]
-    cmap = plt.get_cmap("tab10")
-    styles = ("-", "--", ":")
+    colors, widths, styles = _styles(plt, [p[1] for p in pairs])
     for i, p in enumerate(pairs):
         recs = groups[p]
         budget = max(int(r["budget"]) for r in recs)
         first = min(min((e for e in r["curve"]["evals"] if e > 0), default=budget) for r in recs)
         grid = np.geomspace(max(first, 1e-3), budget, 200)
-        color = cmap(i % 10)
-        style = styles[(i // 10) % len(styles)]
-        width = 2.4 if p[1] == "tdopt" else 1.5
+        color, style, width = colors[i], styles[i], widths[i]
         for ax, key in zip(axes, keys, strict=True):
             vals = np.array([[value_at(r, key, g) for g in grid] for r in recs], dtype=float)
             if key == "train_loss":
