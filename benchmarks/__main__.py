@@ -312,7 +312,7 @@ def _report(out: Path, plans: list[list[dict[str, Any]]], published: list[str | 
         from . import references
 
         print(f"computing the reference figures ({_rel(REFERENCES_PATH)})", file=sys.stderr)
-        references.main([])
+        references.main(["--publish"])
     written = write_report(out)
     for plan, where in zip(plans, published, strict=True):
         pub = where if where and (ROOT / where).resolve() != out.resolve() else None

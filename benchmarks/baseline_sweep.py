@@ -19,7 +19,8 @@ from typing import Any
 
 from .runner import machine_info, run_one, versions
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "baseline_sweep.json"
+DEFAULT_OUT = Path(__file__).parent / "results" / "baseline_sweep.json"  # published (tracked): --publish
+RUNS_OUT = Path(__file__).resolve().parent.parent / "runs" / "baseline_sweep.json"  # untracked: the default
 TASK = "two-moons"
 BUDGET = 2000
 SEEDS = (0, 1)
@@ -58,8 +59,11 @@ def sweep(optimizers: list[str], budget: int = BUDGET, seeds=SEEDS, task: str = 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline_sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--optimizers", default=",".join(GRID), help="comma-separated subset of the grid")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=RUNS_OUT, help="JSON file (default: %(default)s, untracked)")
+    parser.add_argument("--publish", action="store_true", help=f"merge into the published {DEFAULT_OUT.name} instead")
     args = parser.parse_args(argv)
+    if args.publish:
+        args.out = DEFAULT_OUT
     start = time.perf_counter()
     names = [n for n in args.optimizers.split(",") if n]
     results = sweep(names)

@@ -32,7 +32,8 @@ from torch.func import functional_call
 from .runner import machine_info, single_thread, versions
 from .tasks import get_task
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "references.json"
+DEFAULT_OUT = Path(__file__).parent / "results" / "references.json"  # published (tracked): --publish
+RUNS_OUT = Path(__file__).resolve().parent.parent / "runs" / "references.json"  # untracked: the default
 N_NETWORKS = 10_000
 N_SEEDS = 5
 SGD_STEPS = 5_000
@@ -192,11 +193,14 @@ def compute(n_networks: int = N_NETWORKS, seeds: int = N_SEEDS, sgd_steps: int =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks references", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file (default {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=RUNS_OUT, help="JSON file (default: %(default)s, untracked)")
+    parser.add_argument("--publish", action="store_true", help=f"write the published file {DEFAULT_OUT.name} instead")
     parser.add_argument("--networks", type=int, default=N_NETWORKS, help="random networks per seed")
     parser.add_argument("--seeds", type=int, default=N_SEEDS)
     parser.add_argument("--sgd-steps", type=int, default=SGD_STEPS)
     args = parser.parse_args(argv)
+    if args.publish:
+        args.out = DEFAULT_OUT
     result = compute(args.networks, args.seeds, args.sgd_steps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -520,3 +520,17 @@ def test_run_records_noise_accuracy_and_the_report_tabulates_it(tmp_path):
     assert "| `random` |" in table and "weight noise 0.1" in table
     legacy = {k: v for k, v in record.items() if k != "noise_acc"}
     assert report.noise_table("two-moons", {("two-moons", "random"): [legacy]}) == ""
+
+
+def test_the_measuring_commands_write_into_untracked_runs_unless_published():
+    """references, baseline_sweep and speed default to runs/ (git-ignored); --publish writes the
+    tracked files (issue 23: nothing a user runs changes a tracked file unless asked to)."""
+    from benchmarks import baseline_sweep, references, speed
+
+    runs = Path(__file__).resolve().parents[1] / "runs"
+    defaults = speed.build_parser().parse_args([])
+    for path in (references.RUNS_OUT, baseline_sweep.RUNS_OUT, defaults.out, defaults.docs):
+        assert path.resolve().is_relative_to(runs), path
+    assert not defaults.publish and speed.build_parser().parse_args(["--publish"]).publish
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/x.json"], cwd=runs.parent, check=False)
+    assert ignored.returncode == 0
