@@ -1,4 +1,4 @@
-"""Ablation of tdopt's consensus averaging: which variant reaches the target fastest.
+"""Ablation of tdopt's largest-component averaging: which variant reaches the target fastest.
 
 Runs TDOpt variants (name -> TDOpt keyword arguments) over many seeds on a task and records,
 per run, the evaluations needed to reach the task's target test accuracy (checked after every

@@ -177,8 +177,9 @@ def ablation_section() -> str:
             "### Does the averaging help? (ablation)",
             "",
             "Evaluations until the test accuracy first reaches the task's target (one = one forward pass over the"
-            " training set), final train loss, train and test accuracy, with TDOpt's defaults and with the consensus"
-            " averaging switched off, under the current algorithm version (rows of earlier versions stay in the"
+            " training set), final train loss, train and test accuracy, with TDOpt's defaults (the largest"
+            " component's average) and with `average=False` (every selected child averaged), under the current"
+            " algorithm version (rows of earlier versions stay in the"
             " file, and the variants the current version no longer has are left out). Accuracy under Gaussian"
             " weight noise measures how robust the solution is to perturbed weights. The verdicts below are the"
             " test's; the noisy families compare `tdopt` with `tdopt-noavg` in their tables above.",
