@@ -371,13 +371,15 @@ class TDOpt(Optimizer):
         layout = self._layout()
         strategy = self._strategy()
         state, generator, scales = self._load(layout, config)
-        before = layout.flatten()
+        # a PopulationLoss never writes into the parameters; a closure is run on each candidate in them
+        before = None if isinstance(closure, PopulationLoss) else layout.flatten()
         candidates = strategy.ask(state, config, generator)
         try:
             losses = self._evaluate(candidates, closure, layout)
             state = strategy.tell(state, config, candidates, losses)
         except BaseException:
-            layout.write(before)
+            if before is not None:
+                layout.write(before)
             raise
         self._save(layout, state, generator, scales)
         layout.write(state.centre)
