@@ -283,9 +283,8 @@ def _recombine(children: Tensor, weights: list[float], config: Config) -> tuple[
     points = children.index_select(0, index)
     radius, deaths = math.nan, torch.zeros(0, dtype=torch.float64)
     if config.average and len(selected) > 1:
-        deaths = topology.death_times(points)
         # sorted by weight, so a tie in component size goes to the best child's component
-        members, radius = topology.largest_component(points, config.radius, config.quantile)
+        members, radius, deaths = topology.largest_component_and_deaths(points, config.radius, config.quantile)
         index, points = index[members.to(index.device)], points[members.to(points.device)]
     w = torch.tensor([weights[i] for i in index.tolist()], dtype=children.dtype, device=children.device)
     return (w / w.sum()) @ points, int(index.numel()), radius, deaths

@@ -53,21 +53,11 @@ def init(x0: Tensor, sigma: float | Tensor, config: Config) -> State:
     """``P`` members at ``x0 (D,)``, measured in the first generation (arguments checked as by
     :func:`tdopt.es.init`)."""
     start = es.init(x0, sigma, config)
-    x0, p = start.centre, config.lam(start.centre.numel())
+    p = config.lam(start.centre.numel())
     return State(
-        population=x0.expand(p, -1).clone(),
+        population=start.centre.expand(p, -1).clone(),
         losses=torch.full((p,), math.nan, dtype=torch.float64),
-        centre=x0,
-        centre_loss=math.inf,
-        sigma=start.sigma,
-        scale=1.0,
-        best=x0,
-        best_loss=math.inf,
-        generation=0,
-        evaluations=0,
-        radius=math.nan,
-        component_size=0,
-        death_times=torch.zeros(0, dtype=torch.float64),
+        **{**start._asdict(), "scale": 1.0},  # one multiplier for the success rule
     )
 
 
@@ -107,23 +97,24 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> St
     parents = [values[0] if math.isnan(v) else v for v in state.losses.tolist()]
     children = values[k:]
     wins = sum(c < q for c, q in zip(children, parents, strict=True))
-    order = sorted(range(2 * p), key=(parents + children).__getitem__)[:p]
+    pooled = parents + children
+    order = sorted(range(2 * p), key=pooled.__getitem__)[:p]
     pool = torch.cat([state.population, candidates[k:]])
     population = pool[torch.tensor(order, device=pool.device)]
-    member_losses = [(parents + children)[i] for i in order]
+    member_losses = [pooled[i] for i in order]
     best, best_loss = state.best, state.best_loss
     if member_losses[0] < best_loss:
         best, best_loss = population[0].clone(), member_losses[0]
     centre, centre_loss = population[0].clone(), member_losses[0]
     radius, size, deaths = math.nan, 0, torch.zeros(0, dtype=torch.float64)
     if config.average and math.isfinite(float(population.sum())):
-        deaths = topology.death_times(population)
-        members, radius = topology.largest_component(population, config.radius, config.quantile)
+        members, radius, deaths = topology.largest_component_and_deaths(population, config.radius, config.quantile)
         size = members.numel()
         if size > 1:
+            index, replaced = members.to(population.device), set(members.tolist())
             population = population.clone()
-            population[members.to(population.device)] = population[members.to(population.device)].mean(0)
-            member_losses = [math.nan if i in set(members.tolist()) else v for i, v in enumerate(member_losses)]
+            population[index] = population[index].mean(0)
+            member_losses = [math.nan if i in replaced else v for i, v in enumerate(member_losses)]
     excess = (wins / p - SUCCESS_TARGET) / (1 - SUCCESS_TARGET)
     scale = min(max(state.scale * math.exp(0.5 * excess), SCALE_LIMITS[0]), SCALE_LIMITS[1])
     return state._replace(

@@ -23,7 +23,15 @@ from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 from torch import Tensor
 
-__all__ = ["RADIUS_RULES", "pairwise_distances", "death_times", "radius_from_deaths", "components", "largest_component"]
+__all__ = [
+    "RADIUS_RULES",
+    "pairwise_distances",
+    "death_times",
+    "radius_from_deaths",
+    "components",
+    "largest_component",
+    "largest_component_and_deaths",
+]
 
 RADIUS_RULES = ("auto", "gap")
 
@@ -133,15 +141,25 @@ def largest_component(points: Tensor, radius: float | str = "auto", quantile: fl
     ``quantile``, or ``"gap"``). Ties in size go to the component of the lowest index: pass the
     points sorted by loss and the tie goes to the best point.
     """
+    members, radius, _ = largest_component_and_deaths(points, radius, quantile)
+    return members, radius
+
+
+def largest_component_and_deaths(
+    points: Tensor, radius: float | str = "auto", quantile: float = 0.5
+) -> tuple[Tensor, float, Tensor]:
+    """:func:`largest_component`'s members and radius, with the :func:`death_times` ``(P - 1,)``
+    of the same hierarchy (one single linkage for both)."""
     _check_points(points)
     if not isinstance(radius, str):
         radius = _check_radius(radius)
     p = points.shape[0]
     if p < 2:
-        return torch.arange(p), math.nan
+        return torch.arange(p), math.nan, torch.zeros(0, dtype=torch.float64)
     tree = _hierarchy(points)
     if isinstance(radius, str):
         radius = radius_from_deaths(tree[:, 2], radius, quantile)
     clusters = _clusters(tree, p, float(radius))
     largest = max(clusters, key=lambda members: (len(members), -members[0]))
-    return torch.tensor(largest, dtype=torch.long), float(radius)
+    deaths = torch.from_numpy(np.sort(tree[:, 2]))
+    return torch.tensor(largest, dtype=torch.long), float(radius), deaths

@@ -23,12 +23,15 @@ def python_blocks() -> list[tuple[str, str]]:
     return blocks
 
 
+BLOCKS = python_blocks()
+
+
 def test_the_documents_have_python_examples():
-    names = [name for name, _ in python_blocks()]
+    names = [name for name, _ in BLOCKS]
     assert "README.md#0" in names and "README.md#1" in names
 
 
-@pytest.mark.parametrize(("name", "code"), python_blocks(), ids=[name for name, _ in python_blocks()])
+@pytest.mark.parametrize(("name", "code"), BLOCKS, ids=[name for name, _ in BLOCKS])
 def test_the_code_block_runs_as_written(name, code, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(

@@ -17,7 +17,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 from scipy.stats import rankdata
 
-from tdopt import es
+from tdopt import es, literal
 
 
 def sphere(x: torch.Tensor) -> torch.Tensor:
@@ -546,9 +546,10 @@ def test_tell_rejects_wrong_shapes_and_types():
         (torch.zeros(2), None, TypeError),
     ],
 )
-def test_init_rejects_bad_x0_and_sigma(x0, sigma, error):
+@pytest.mark.parametrize("init", [es.init, literal.init], ids=["es", "literal"])
+def test_init_rejects_bad_x0_and_sigma(x0, sigma, error, init):
     with pytest.raises(error):
-        es.init(x0, sigma, es.Config())
+        init(x0, sigma, es.Config())
 
 
 def test_init_rejects_a_config_that_is_not_an_es_config():

@@ -393,26 +393,3 @@ def test_tell_rejects_wrong_shapes_and_types():
     with pytest.raises(TypeError, match="must be tensors"):
         literal.tell(state, config, good.tolist(), torch.zeros(5))
     assert literal.tell(state, config, good, torch.zeros(5)).generation == 1
-
-
-@pytest.mark.parametrize(
-    "x0, sigma, error",
-    [
-        (torch.zeros(2, 2), 1.0, ValueError),
-        (torch.zeros(0), 1.0, ValueError),
-        ([0.0, 1.0], 1.0, ValueError),
-        (torch.zeros(3, dtype=torch.long), 1.0, TypeError),
-        (torch.tensor([0.0, math.nan]), 1.0, ValueError),
-        (torch.tensor([0.0, math.inf]), 1.0, ValueError),
-        (torch.zeros(2), 0.0, ValueError),
-        (torch.zeros(2), -1.0, ValueError),
-        (torch.zeros(2), math.nan, ValueError),
-        (torch.zeros(2), torch.tensor([1.0, 0.0]), ValueError),
-        (torch.zeros(2), torch.ones(3), ValueError),
-        (torch.zeros(2), "1.0", TypeError),
-        (torch.zeros(2), True, TypeError),
-    ],
-)
-def test_init_rejects_bad_x0_and_sigma(x0, sigma, error):
-    with pytest.raises(error):
-        literal.init(x0, sigma, es.Config())

@@ -247,3 +247,12 @@ def test_cuda_points_give_the_cpu_answer():
     x = torch.randn(50, 9, dtype=torch.float64)
     torch.testing.assert_close(topology.death_times(x.cuda()), topology.death_times(x), rtol=0, atol=0)
     assert torch.equal(topology.largest_component(x.cuda())[0], topology.largest_component(x)[0])
+
+
+@pytest.mark.parametrize("radius", ["auto", "gap", 0.7])
+def test_largest_component_and_deaths_is_both_functions_on_one_hierarchy(radius):
+    points = torch.randn(12, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    members, r, deaths = topology.largest_component_and_deaths(points, radius, 0.9 if radius == "auto" else 0.5)
+    expected_members, expected_r = topology.largest_component(points, radius, 0.9 if radius == "auto" else 0.5)
+    assert torch.equal(members, expected_members) and r == expected_r
+    assert torch.equal(deaths, topology.death_times(points))
