@@ -1,12 +1,12 @@
 """Command line: ``python -m benchmarks [run options]`` or ``python -m benchmarks SUBCOMMAND ...``.
 
 Subcommands: ``report [--out DIR]`` (tables, plots, RESULTS.md from DIR/results.jsonl; default runs/quick),
-``references`` (reference figures), ``tune ...`` (``benchmarks.tune``), ``speed ...``
-(``benchmarks.speed``). Without a subcommand (or with ``run``) it runs the benchmark:
+``references`` (reference figures), ``tune ...`` (``benchmarks.studies.tune``), ``speed ...``
+(``benchmarks.studies.speed``). Without a subcommand (or with ``run``) it runs the benchmark:
 see ``python -m benchmarks --help``.
 
 ``make bench`` = ``python -m benchmarks``: the quick preset into ``runs/quick`` (untracked).
-Every run is keyed (see :mod:`benchmarks.runner`), and runs already in the output directory are
+Every run is keyed (see :mod:`benchmarks.core.store`), and runs already in the output directory are
 skipped, so the command is idempotent: after an interruption the same command (or
 ``--resume runs/quick``) continues, a finished directory only re-prints its tables, and
 ``--fresh`` starts over. ``--out benchmarks/results/quick`` publishes.
@@ -23,13 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .optimizers import OPTIMIZER_NAMES, method_names
-from .runner import RESULTS_FILE, load_plugins, plan_runs, run_many
-from .tasks import task_names
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = Path(__file__).parent / "results"
-RUNS_DIR = ROOT / "runs"  # untracked (.gitignore): where a plain `make bench` writes
+from .core.paths import RESULTS_DIR, ROOT, RUNS_DIR
+from .core.registry import OPTIMIZER_NAMES, method_names, task_names
+from .core.runner import plan_runs, run_many
+from .core.store import RESULTS_FILE
 
 # The default ("quick") run: a few minutes on 2 CPU cores; it writes into runs/quick and compares
 # its tables with the published ones (benchmarks/results/quick, made with --out). A preset is a list
@@ -59,7 +56,7 @@ MINIBATCH_ROWS = ["tdopt", "tdopt-noavg", "sgd-mb", "adam-mb", "random", "openai
 # The published tables (--full): every family, 5 seeds; --family NAME runs one of them (into
 # runs/NAME; published in benchmarks/results/NAME, the supervised one in benchmarks/results/full).
 FAMILIES = {
-    "supervised": {  # with the per-combination caps of benchmarks.optimizers.BUDGET_CAPS
+    "supervised": {  # with the per-combination caps of benchmarks.core.registry.budget_caps()
         "tasks": ["two-moons", "two-moons-step", "sum-mod-tiny", "sum-mod-mlp"],  # digits: its own run (README)
         "optimizers": list(OPTIMIZER_NAMES),
         "seeds": 5,
@@ -269,7 +266,6 @@ def plan_blocks(sel: dict[str, Any]) -> tuple[list[list[dict[str, Any]]], list[s
 
 
 def run_main(argv: list[str]) -> int:
-    load_plugins()
     args = run_parser().parse_args(argv)
     sel = selection(args, argv)
     out = Path(sel["out"])
@@ -305,11 +301,11 @@ def run_main(argv: list[str]) -> int:
 
 def _report(out: Path, plans: list[list[dict[str, Any]]], published: list[str | None]) -> None:
     """Write the report of ``out`` and print each task's table next to the published one (per block)."""
-    from .compare import compare_tables
-    from .report import REFERENCES_PATH, write_report
+    from .report.compare import compare_tables
+    from .report.results import REFERENCES_PATH, write_report
 
     if not REFERENCES_PATH.exists():
-        from . import references
+        from .studies import references
 
         print(f"computing the reference figures ({_rel(REFERENCES_PATH)})", file=sys.stderr)
         references.main(["--publish"])
@@ -322,7 +318,8 @@ def _report(out: Path, plans: list[list[dict[str, Any]]], published: list[str | 
 
 
 def report_main(argv: list[str]) -> int:
-    from .report import REFERENCES_PATH, write_report
+    """``python -m benchmarks report``: regenerate a results directory's tables, plots and RESULTS.md."""
+    from .report.results import REFERENCES_PATH, write_report
 
     p = argparse.ArgumentParser(
         prog="python -m benchmarks report",
@@ -370,15 +367,15 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
 
         try:  # written separately; imported only when asked for
-            module = importlib.import_module(f"{__package__}.{command}")
+            module = importlib.import_module(f"{__package__}.studies.{command}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{command}":
+            if exc.name != f"{__package__}.studies.{command}":
                 raise
-            print(f"python -m benchmarks {command}: benchmarks/{command}.py is missing", file=sys.stderr)
+            print(f"python -m benchmarks {command}: benchmarks/studies/{command}.py is missing", file=sys.stderr)
             return 2
         return int(module.main(rest) or 0)
     if command == "references":
-        from . import references
+        from .studies import references
 
         return references.main(rest)
     if command == "report":

@@ -54,10 +54,10 @@ __all__ = ["Config", "State", "MinimizeResult", "default_popsize", "init", "ask"
 # Bounds of the adapted per-coordinate multiplier: far beyond any useful step, they only keep
 # the step size finite when a coordinate never matters to the loss.
 SCALE_LIMITS = (1e-20, 1e20)
-# κ of the global step-size rate η_σ = κ √D (chosen by benchmarks/screen.py; docs/algorithm.md).
+# κ of the global step-size rate η_σ = κ √D (chosen by benchmarks/studies/screen.py; docs/algorithm.md).
 GLOBAL_RATE = 0.1
 # The default radius joins the selected children at the 0.9 quantile of their death times: the
-# largest component is the selected children less the outlying ones (chosen by benchmarks/screen.py).
+# largest component is the selected children less the outlying ones (chosen by benchmarks/studies/screen.py).
 QUANTILE = 0.9
 
 

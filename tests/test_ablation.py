@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.ablation import _median_difference, averaging_effect
+from benchmarks.studies.ablation import averaging_effect, median_difference
 
 
 def _runs(variant: str, evals: list[int | None], acc: float) -> list[dict]:
@@ -52,7 +52,7 @@ def test_never_reached_counts_as_over_budget() -> None:
 def test_median_difference_interval_contains_the_difference() -> None:
     a = [float(x) for x in range(10, 30)]
     b = [float(x) for x in range(0, 20)]
-    diff, low, high = _median_difference(a, b, seed=0)
+    diff, low, high = median_difference(a, b, seed=0)
     assert diff == 10.0 and low <= diff <= high and high - low < 20
 
 

@@ -21,10 +21,13 @@ import tdopt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks package
 
 from benchmarks import __main__ as cli  # noqa: E402
-from benchmarks import report, runner  # noqa: E402
-from benchmarks.optimizers import HYPERPARAMS, OPTIMIZER_NAMES, effective_options  # noqa: E402
-from benchmarks.runner import ResultStore, checkpoints, plan_runs, run_many, run_one  # noqa: E402
-from benchmarks.tasks import TASK_NAMES, get_task  # noqa: E402
+from benchmarks.core import registry, runner, store  # noqa: E402
+from benchmarks.core.registry import OPTIMIZER_NAMES, effective_options, get_task, hyperparams  # noqa: E402
+from benchmarks.core.runner import checkpoints, plan_runs, run_many, run_one  # noqa: E402
+from benchmarks.core.store import ResultStore, record_key  # noqa: E402
+from benchmarks.families.supervised import TASK_NAMES  # noqa: E402
+from benchmarks.report import results as report  # noqa: E402
+from benchmarks.report import tables  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -129,25 +132,25 @@ def test_key_changes_with_options_and_versions(monkeypatch):
     import cmaes
 
     opts = effective_options("tdopt")
-    key = runner.config_hash("tdopt", opts)
-    assert runner.run_config("tdopt", opts) == {
-        "protocol": runner.PROTOCOL,
+    key = store.config_hash("tdopt", opts)
+    assert store.run_config("tdopt", opts) == {
+        "protocol": store.PROTOCOL,
         "optimizer": "tdopt",
         "options": opts,
         "version": f"tdopt algorithm {tdopt.ALGORITHM_VERSION}",
     }
-    assert runner.config_hash("tdopt", opts) == key  # deterministic
-    assert runner.config_hash("tdopt", {**opts, "lr": 0.7}) != key
-    assert runner.config_hash("tdopt-noavg", opts) != key  # the name is part of the key
-    sep = runner.config_hash("sepcma", effective_options("sepcma"))
+    assert store.config_hash("tdopt", opts) == key  # deterministic
+    assert store.config_hash("tdopt", {**opts, "lr": 0.7}) != key
+    assert store.config_hash("tdopt-noavg", opts) != key  # the name is part of the key
+    sep = store.config_hash("sepcma", effective_options("sepcma"))
     monkeypatch.setattr(cmaes, "__version__", "0.0.0-other")
-    assert runner.config_hash("sepcma", effective_options("sepcma")) != sep  # the peer library's version
-    assert runner.config_hash("tdopt", opts) == key  # ... is not tdopt's
+    assert store.config_hash("sepcma", effective_options("sepcma")) != sep  # the peer library's version
+    assert store.config_hash("tdopt", opts) == key  # ... is not tdopt's
     monkeypatch.setattr(tdopt, "ALGORITHM_VERSION", tdopt.ALGORITHM_VERSION + 1)
-    assert runner.config_hash("tdopt", opts) != key
-    sgd = runner.config_hash("sgd", effective_options("sgd"))
-    monkeypatch.setattr(runner, "PROTOCOL", runner.PROTOCOL + 1)
-    assert runner.config_hash("sgd", effective_options("sgd")) != sgd
+    assert store.config_hash("tdopt", opts) != key
+    sgd = store.config_hash("sgd", effective_options("sgd"))
+    monkeypatch.setattr(store, "PROTOCOL", store.PROTOCOL + 1)
+    assert store.config_hash("sgd", effective_options("sgd")) != sgd
 
 
 def test_key_survives_a_refactor_of_tdopt(tmp_path):
@@ -161,22 +164,22 @@ def test_key_survives_a_refactor_of_tdopt(tmp_path):
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
         "import tdopt; assert tdopt.__file__.startswith(sys.argv[1]), tdopt.__file__\n"
-        "from benchmarks import runner, optimizers\n"
-        "print(runner.config_hash('tdopt', optimizers.effective_options('tdopt')))\n"
+        "from benchmarks.core import registry, store\n"
+        "print(store.config_hash('tdopt', registry.effective_options('tdopt')))\n"
     )
     repo = str(Path(__file__).resolve().parents[1])
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path), repo], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == runner.config_hash("tdopt", effective_options("tdopt"))
+    assert out.stdout.strip() == store.config_hash("tdopt", effective_options("tdopt"))
 
 
 def test_no_key_reads_tdopt_sources():
-    source = "\n".join(p.read_text() for p in BENCHMARKS.glob("*.py"))
+    source = "\n".join(p.read_text() for p in BENCHMARKS.rglob("*.py"))
     assert "tdopt.__file__" not in source and "fingerprint" not in source and "tdopt_compiled" not in source
 
 
 def test_benchmarks_use_only_the_public_tdopt_api():
     private = re.compile(r"tdopt\._[a-z]|from tdopt import _[a-z]|tdopt\.(functional|distributed|optim)\b|numba")
-    for path in BENCHMARKS.glob("*.py"):
+    for path in BENCHMARKS.rglob("*.py"):
         text = path.read_text()
         assert not private.search(text), (path.name, private.search(text))
 
@@ -240,7 +243,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     assert (ran, skipped) == (2, 2)
     assert calls == [("two-moons", "random", 0), ("two-moons", "random", 1)]
     records = store.load()
-    assert len(records) == 4 and len({runner.record_key(r) for r in records}) == 4
+    assert len(records) == 4 and len({record_key(r) for r in records}) == 4
     assert run_many(plan, tmp_path, progress=False) == (0, 4)
 
 
@@ -270,13 +273,11 @@ def test_corrupt_trailing_line_tolerated(tmp_path):
 
 
 def test_excluded_and_capped_combinations(monkeypatch):
-    from benchmarks import optimizers
-
     plan, notes = plan_runs(["sum-mod-mlp"], ["cma", "sepcma"], [0], 100)
     assert [r["optimizer"] for r in plan] == ["sepcma"] and "excluded" in notes[0]
     plan, _ = plan_runs(["sum-mod-mlp"], ["cma"], [0], 100, caps=False)
     assert len(plan) == 1
-    monkeypatch.setitem(optimizers.BUDGET_CAPS, ("two-moons", "sgd"), 50)
+    monkeypatch.setitem(registry.budget_caps(), ("two-moons", "sgd"), 50)
     plan, notes = plan_runs(["two-moons"], ["sgd"], [0], 100)
     assert plan[0]["budget"] == 50 and "capped" in notes[0]
     plan, notes = plan_runs(["two-moons"], ["tdopt-tuned"], [0], 100)
@@ -310,9 +311,9 @@ def test_report_on_fixture(tmp_path):
 
 def test_value_at_and_summary():
     rec = {"curve": {"evals": [0, 10, 20], "test_acc": [0.5, 0.7, 0.9]}}
-    assert math.isnan(report.value_at(rec, "test_acc", -1))
-    assert report.value_at(rec, "test_acc", 15) == 0.7 and report.value_at(rec, "test_acc", 20) == 0.9
-    s = report._stats([1.0, math.inf, 3.0])
+    assert math.isnan(tables.value_at(rec, "test_acc", -1))
+    assert tables.value_at(rec, "test_acc", 15) == 0.7 and tables.value_at(rec, "test_acc", 20) == 0.9
+    s = tables.stats([1.0, math.inf, 3.0])
     assert s["median"] == 3.0 and s["max"] == math.inf
 
 
@@ -433,14 +434,14 @@ def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch, capsys):
 
 
 def test_registered_task_and_method_plug_in(monkeypatch, tmp_path):
-    from benchmarks import optimizers, tasks
+    from benchmarks.core.methods import MethodSpec
 
-    monkeypatch.setitem(tasks.TASKS, "two-moons-copy", lambda: tasks.get_task("two-moons"))
-    spec = optimizers.METHODS["sgd"]
+    monkeypatch.setitem(registry.task_factories(), "two-moons-copy", lambda: get_task("two-moons"))
+    spec = registry.method_spec("sgd")
     monkeypatch.setitem(
-        optimizers.METHODS,
+        registry.METHODS,
         "my-sgd",
-        optimizers.MethodSpec(spec.factory, {"lr": 0.1, "momentum": 0.0}, "mine", lambda: "v1"),
+        MethodSpec(spec.factory, {"lr": 0.1, "momentum": 0.0}, "mine", lambda: "v1"),
     )
     plan, _ = plan_runs(["two-moons-copy"], ["my-sgd"], [0], 5)
     assert run_many(plan, tmp_path, progress=False) == (1, 0)
@@ -449,7 +450,7 @@ def test_registered_task_and_method_plug_in(monkeypatch, tmp_path):
 
 
 def test_speed_quick_writes_json_and_the_doc(tmp_path):
-    from benchmarks import speed
+    from benchmarks.studies import speed
 
     doc = tmp_path / "performance.md"
     assert speed.main(["--quick", "--no-peers", "--out", str(tmp_path), "--docs", str(doc)]) == 0
@@ -468,12 +469,12 @@ def test_speed_quick_writes_json_and_the_doc(tmp_path):
 @pytest.mark.parametrize("sub", ["tune", "speed"])
 def test_cli_dispatches_lazily(sub, monkeypatch):
     seen = []
-    fake = types.ModuleType(f"benchmarks.{sub}")
+    fake = types.ModuleType(f"benchmarks.studies.{sub}")
     fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, f"benchmarks.{sub}", fake)
-    import benchmarks
+    monkeypatch.setitem(sys.modules, f"benchmarks.studies.{sub}", fake)
+    from benchmarks import studies
 
-    monkeypatch.setattr(benchmarks, sub, fake, raising=False)
+    monkeypatch.setattr(studies, sub, fake, raising=False)
     assert cli.main([sub, "--task", "two-moons", "-x"]) == 0
     assert seen == [["--task", "two-moons", "-x"]]
 
@@ -489,7 +490,7 @@ def test_hyperparameters_are_the_sweep_winners():
     sweep = json.loads(path.read_text())
     for opt, result in sweep["results"].items():
         for key, value in result["best"].items():
-            assert HYPERPARAMS[opt][key] == value, (opt, key)
+            assert hyperparams()[opt][key] == value, (opt, key)
 
 
 def test_noise_accuracy_restores_the_weights_and_degrades_with_the_scale():
@@ -516,16 +517,16 @@ def test_run_records_noise_accuracy_and_the_report_tabulates_it(tmp_path):
     assert set(record["noise_acc"]) == {"0.01", "0.03", "0.1"}
     assert all(0.0 <= v <= 1.0 for v in record["noise_acc"].values())
     groups = {("two-moons", "random"): [record]}
-    table = report.noise_table("two-moons", groups)
+    table = tables.noise_table("two-moons", groups)
     assert "| `random` |" in table and "weight noise 0.1" in table
     legacy = {k: v for k, v in record.items() if k != "noise_acc"}
-    assert report.noise_table("two-moons", {("two-moons", "random"): [legacy]}) == ""
+    assert tables.noise_table("two-moons", {("two-moons", "random"): [legacy]}) == ""
 
 
 def test_the_measuring_commands_write_into_untracked_runs_unless_published():
     """references, baseline_sweep and speed default to runs/ (git-ignored); --publish writes the
     tracked files (issue 23: nothing a user runs changes a tracked file unless asked to)."""
-    from benchmarks import baseline_sweep, references, speed
+    from benchmarks.studies import baseline_sweep, references, speed
 
     runs = Path(__file__).resolve().parents[1] / "runs"
     defaults = speed.build_parser().parse_args([])

@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from benchmarks import optimizers, report
 from benchmarks.__main__ import main
-from benchmarks.runner import RESULTS_FILE, ResultStore, plan_runs, run_many, run_one
+from benchmarks.core import registry
+from benchmarks.core.runner import plan_runs, run_many, run_one
+from benchmarks.core.store import RESULTS_FILE, ResultStore
+from benchmarks.report import results as report
 
 pytest.importorskip("cmaes", reason="the cmaes peers need the bench extra (scripts/setup.sh installs it)")
 
@@ -34,9 +36,9 @@ def test_each_new_task_end_to_end(task, optimizer, budget):
 
 
 def test_plan_skips_rows_that_do_not_apply_or_cannot_run(monkeypatch):
-    spec = optimizers.METHODS["cmaes-sepcma"]
+    spec = registry.method_spec("cmaes-sepcma")
     monkeypatch.setitem(
-        optimizers.METHODS, "cmaes-sepcma", type(spec)(**{**spec.__dict__, "unavailable": lambda: "cmaes missing"})
+        registry.METHODS, "cmaes-sepcma", type(spec)(**{**spec.__dict__, "unavailable": lambda: "cmaes missing"})
     )
     plan, notes = plan_runs(["CartPole-v1", "digits-mb"], ["tdopt", "adam", "adam-mb", "cmaes-sepcma"], [0], 10)
     assert {(r["task"], r["optimizer"]) for r in plan} == {
@@ -74,13 +76,13 @@ def test_cli_runs_a_family_block_and_records_it(tmp_path, capsys):
 
 def test_report_lists_the_rows_left_out_and_the_capped_budgets():
     groups = {("digits-mb", "tdopt"): [{"budget": 10000}], ("two-moons", "tdopt"): [{"budget": 20000}]}
-    groups[("two-moons", "sgd-mb")] = [{"budget": optimizers.BUDGET_CAPS[("two-moons", "sgd-mb")]}]
-    lines = report._left_out_lines(groups)
-    for (task, opt), why in optimizers.EXCLUDED.items():
+    groups[("two-moons", "sgd-mb")] = [{"budget": registry.budget_caps()[("two-moons", "sgd-mb")]}]
+    lines = report.left_out_lines(groups)
+    for (task, opt), why in registry.EXCLUDED.items():
         assert (f"- Left out: `{task}` / `{opt}`: {why}." in lines) == (task == "digits-mb")
     assert any(line.startswith("- Budget capped: `two-moons` / `sgd-mb` at 2000") for line in lines)
     # a row that ran its full budget, or a task where every row has the cap's budget, is not "capped"
     alone = {("two-moons", "sgd-mb"): [{"budget": 2000}]}
-    assert not any("Budget capped" in line for line in report._left_out_lines(alone))
+    assert not any("Budget capped" in line for line in report.left_out_lines(alone))
     groups[("two-moons", "sgd-mb")] = [{"budget": 20000}]
-    assert not any("Budget capped" in line for line in report._left_out_lines(groups))
+    assert not any("Budget capped" in line for line in report.left_out_lines(groups))

@@ -1,13 +1,13 @@
-"""benchmarks.minibatch: the batch stream, the feed, the budget in full-batch equivalents."""
+"""benchmarks.families.minibatch: the batch stream, the feed, the budget in full-batch equivalents."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from benchmarks import minibatch as mb
-from benchmarks.runner import run_one
-from benchmarks.tasks import get_task
+from benchmarks.core.registry import get_task
+from benchmarks.core.runner import run_one
+from benchmarks.families import minibatch as mb
 
 
 def test_stream_shuffles_every_epoch_and_covers_the_data():

@@ -97,7 +97,7 @@ def test_a_capped_score_trains_to_the_cap_and_stays():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_first_steps_on_digits_improve_the_params(seed):
-    from benchmarks.tasks import get_task
+    from benchmarks.core.registry import get_task
 
     task = get_task("digits")  # D = 2410
     model = task.make_model(seed)
@@ -113,7 +113,7 @@ def test_the_first_steps_on_digits_improve_the_params(seed):
 def test_the_minibatch_loop_on_digits_at_the_full_budget():
     """The digits-mb protocol at its published budget (10,000 full-batch equivalents, about a minute):
     the params' test accuracy clears 0.9, ahead of the derivative-free peers' medians (0.918 at best)."""
-    from benchmarks.runner import run_one
+    from benchmarks.core.runner import run_one
 
     record = run_one("digits-mb", "tdopt", 0, 10_000)
     assert record["evals"] <= 10_000 and record["test_acc"] > 0.9

@@ -1,11 +1,11 @@
-"""benchmarks.peers: every adapter improves a quadratic from x0; missing libraries skip clearly."""
+"""benchmarks.peers.catalog: every adapter improves a quadratic from x0; missing libraries skip clearly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from benchmarks import peers
+from benchmarks.peers import catalog as peers
 
 # The PGPE example's ClipUp speed (0.015 per generation) is set for MuJoCo policies; on this
 # small quadratic the adapter is checked with a faster centre.
@@ -58,7 +58,7 @@ def test_missing_library_gives_a_reason(monkeypatch):
             raise ImportError("No module named 'evotorch'")
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(peers.importlib, "import_module", fake)
+    monkeypatch.setattr(importlib, "import_module", fake)
     reason = peers.unavailable_reason("evotorch-snes")
     assert reason is not None and "evotorch" in reason
     with pytest.raises(peers.PeerUnavailable, match="evotorch"):

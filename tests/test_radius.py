@@ -7,7 +7,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 
 import tdopt
-from benchmarks import radius
+from benchmarks.studies import radius, radius_report
 
 
 @pytest.mark.parametrize(("popsize", "options"), [(8, {}), (16, {"quantile": 0.25}), (32, {"radius": "gap"})])
@@ -58,6 +58,6 @@ def test_sweep_runs_end_to_end(tmp_path):
     assert "## Verdict" in text and "two-moons, popsize 8" in text
     for name in ("radius_two-moons.png", "persistence.png", "overhead.json"):
         assert (tmp_path / name).exists()
-    assert "### Does the radius matter?" in radius.readme_section(tmp_path)
+    assert "### Does the radius matter?" in radius_report.readme_section(tmp_path)
     # resuming runs nothing new
     assert radius.sweep(["two-moons"], [8], 1, 40, tmp_path) == 0

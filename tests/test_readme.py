@@ -1,7 +1,7 @@
 """The README's results section is generated from the committed result files, never typed by hand."""
 
-from benchmarks import readme
+from benchmarks.report import readme
 
 
 def test_readme_results_section_matches_the_committed_results():
-    assert readme.main(["--check"]) == 0, "run: python -m benchmarks.readme"
+    assert readme.main(["--check"]) == 0, "run: python -m benchmarks.report.readme"

@@ -1,4 +1,4 @@
-"""benchmarks.rl: the batched dynamics against gymnasium, the seed protocol, and a tiny run."""
+"""benchmarks.families.rl: the batched dynamics against gymnasium, the seed protocol, and a tiny run."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import rl
+from benchmarks.families import rl
 
 gym = pytest.importorskip("gymnasium", reason="gymnasium comes with the dev extra (scripts/setup.sh installs it)")
 
@@ -100,7 +100,7 @@ def test_episode_loss_batches_the_population_exactly():
 
 
 def test_tdopt_on_episodes_through_the_runner():
-    from benchmarks.runner import run_one
+    from benchmarks.core.runner import run_one
 
     record = run_one("CartPole-v1", "tdopt", 0, 90)
     assert record["unit"] == "episodes" and 0 < record["evals"] <= 90

@@ -1,4 +1,4 @@
-"""tdopt.tune (the thin Optuna layer) and benchmarks.tune (the validation objective on tasks)."""
+"""tdopt.tune (the thin Optuna layer) and benchmarks.studies.tune (the validation objective on tasks)."""
 
 from __future__ import annotations
 
@@ -173,8 +173,8 @@ def test_save_plots(tmp_path):
 
 # ----------------------------------------------------------------------------- benchmark glue
 def test_validation_split_is_carved_from_train_and_disjoint_from_test():
-    bt = pytest.importorskip("benchmarks.tune", reason="the benchmark needs the bench extra")
-    from benchmarks.tasks import get_task
+    bt = pytest.importorskip("benchmarks.studies.tune", reason="the benchmark needs the bench extra")
+    from benchmarks.core.registry import get_task
 
     task = get_task("two-moons")
     split = bt.validation_task(task)
@@ -187,7 +187,7 @@ def test_validation_split_is_carved_from_train_and_disjoint_from_test():
 
 
 def test_tune_task_scores_against_the_default_and_replays(tmp_path):
-    bt = pytest.importorskip("benchmarks.tune", reason="the benchmark needs the bench extra")
+    bt = pytest.importorskip("benchmarks.studies.tune", reason="the benchmark needs the bench extra")
     space = tt.SearchSpace(modes=("fixed",))
     study = bt.tune_task(["two-moons", "sum-mod-tiny"], 40, 2, str(tmp_path / "t.db"), space=space)
     refs = {t: study.user_attrs[f"reference:{t}"] for t in ("two-moons", "sum-mod-tiny")}
@@ -203,7 +203,7 @@ def test_tune_task_scores_against_the_default_and_replays(tmp_path):
 
 
 def test_cli_writes_a_config_the_benchmark_loads(tmp_path):
-    bt = pytest.importorskip("benchmarks.tune", reason="the benchmark needs the bench extra")
+    bt = pytest.importorskip("benchmarks.studies.tune", reason="the benchmark needs the bench extra")
     from benchmarks.__main__ import load_tuned
 
     argv = ["--task", "two-moons", "--trials", "1", "--budget", "30", "--modes", "fixed", "--out", str(tmp_path)]
@@ -216,7 +216,7 @@ def test_cli_writes_a_config_the_benchmark_loads(tmp_path):
 def test_cli_writes_into_untracked_runs_tune_publishes_only_when_asked_and_logs_each_trial(
     tmp_path, monkeypatch, caplog
 ):
-    bt = pytest.importorskip("benchmarks.tune", reason="the benchmark needs the bench extra")
+    bt = pytest.importorskip("benchmarks.studies.tune", reason="the benchmark needs the bench extra")
     default = bt.build_parser().parse_args(["--task", "two-moons"]).out
     assert default == REPO / "runs" / "tune"
     ignored = subprocess.run(["git", "check-ignore", "-q", str(default / "tune.db")], cwd=REPO)
@@ -236,17 +236,16 @@ def test_cli_writes_into_untracked_runs_tune_publishes_only_when_asked_and_logs_
 
 
 def test_every_tune_option_shows_its_default_in_the_help():
-    bt = pytest.importorskip("benchmarks.tune", reason="the benchmark needs the bench extra")
+    bt = pytest.importorskip("benchmarks.studies.tune", reason="the benchmark needs the bench extra")
     entries = re.split(r"\n  (?=-)", bt.build_parser().format_help())[1:]  # one per option, as --help shows it
     assert len(entries) > 20
     assert [e.split()[0] for e in entries if "(default:" not in e] == ["-h,", "--task"]  # help; required
 
 
 def test_minibatch_tasks_keep_their_loop_in_the_validation_split_and_rl_tasks_are_refused():
-    bt = pytest.importorskip("benchmarks.tune", reason="the benchmark needs the bench extra")
-    from benchmarks import rl  # noqa: F401 - registers CartPole-v1 (its dynamics are plain torch)
-    from benchmarks.minibatch import MinibatchTask
-    from benchmarks.tasks import get_task
+    bt = pytest.importorskip("benchmarks.studies.tune", reason="the benchmark needs the bench extra")
+    from benchmarks.core.registry import get_task
+    from benchmarks.families.minibatch import MinibatchTask
 
     name = bt.validation_name("two-moons-mb")
     task = get_task(name)
@@ -255,13 +254,13 @@ def test_minibatch_tasks_keep_their_loop_in_the_validation_split_and_rl_tasks_ar
     score = bt.validation_score("two-moons-mb", None, 0, 2, "val_error")
     assert 0 <= score <= 1 and get_task(name).latest["val_error"] == score
     assert "two-moons-mb" in bt.tunable_tasks() and "digits" in bt.tunable_tasks()
-    assert "CartPole-v1" in bt.task_registry.task_names() and "CartPole-v1" not in bt.tunable_tasks()
+    assert "CartPole-v1" in bt.registry.task_names() and "CartPole-v1" not in bt.tunable_tasks()
     with pytest.raises(ValueError, match="training set"):
         bt.validation_name("CartPole-v1")
 
 
 def test_worst_aggregate_is_the_largest_ratio(tmp_path):
-    bt = pytest.importorskip("benchmarks.tune", reason="the benchmark needs the bench extra")
+    bt = pytest.importorskip("benchmarks.studies.tune", reason="the benchmark needs the bench extra")
     space = tt.SearchSpace(modes=("fixed",))
     study = bt.tune_task(["two-moons", "sum-mod-tiny"], 40, 2, str(tmp_path / "t.db"), space=space, aggregate="worst")
     assert study.study_name.endswith("-worst") and study.user_attrs["aggregate"] == "worst"
@@ -288,7 +287,7 @@ def test_the_defaults_are_tried_once(tmp_path):
 
 
 def test_paired_trials_run_the_reference_seeds_so_the_defaults_score_exactly_one(tmp_path):
-    bt = pytest.importorskip("benchmarks.tune", reason="the benchmark needs the bench extra")
+    bt = pytest.importorskip("benchmarks.studies.tune", reason="the benchmark needs the bench extra")
     space = tt.SearchSpace(modes=("auto",), lr=(0.3, 10.0))
     study = bt.tune_task(
         ["two-moons", "sum-mod-tiny"],

@@ -1,16 +1,19 @@
-"""Tables, verdicts and plots of the radius sweep (:mod:`benchmarks.radius`), from its stored runs."""
+"""Tables, verdicts, plots and ``RADIUS.md`` of the radius sweep (:mod:`benchmarks.studies.radius`), from
+its stored runs; the verdicts are computed from the records (:class:`Verdict`), then written out."""
 
 from __future__ import annotations
 
+import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .optimizers import effective_options
-from .radius import BASELINES, DEFAULT, METRICS, RULES
-from .runner import config_hash
+from ..core.registry import effective_options
+from ..core.store import ResultStore, config_hash
+from .radius_design import BASELINES, BUDGETS, DEFAULT, METRICS, OUT, RULES, SEEDS
 
 
 # --------------------------------------------------------------------------- summaries
@@ -77,42 +80,69 @@ def table(records: list[dict[str, Any]], task: str) -> str:
     return "\n".join(lines)
 
 
-def verdicts(records: list[dict[str, Any]]) -> list[str]:
-    """Per task and popsize: which radius settings beat both "all selected" and "no averaging"
-    beyond the seed spread (every seed better than every seed of both), which only in median, and
-    how the two baselines compare."""
-    groups = cells(records)
-    lines = []
-    for task, popsize in sorted({(t, p) for (t, p, _) in groups}):
-        if not all((task, popsize, b) in groups for b in BASELINES):
-            continue
-        sign = METRICS[task][1]
-        base = [[sign * v for v in metric_values(groups[(task, popsize, b)], task)] for b in BASELINES]
-        clear, median_only = [], []
-        for name in variant_order(task, popsize, groups):
-            g = groups[(task, popsize, name)]
-            k = statistics.median(r["diag"]["component_mean"] for r in g)
-            if name in BASELINES or not 1.1 <= k <= 0.9 * (popsize // 2):
-                continue  # a component of (nearly) one or all selected members is a baseline itself
-            vals = [sign * v for v in metric_values(g, task)]
-            if all(min(vals) > max(b) for b in base):
-                clear.append(name)
-            elif statistics.median(vals) > max(statistics.median(b) for b in base):
-                median_only.append(name)
+@dataclass(frozen=True)
+class Verdict:
+    """One task/popsize cell of the sweep: the settings that beat both baselines beyond the seed
+    spread (``clear``) or only in median, and which of the baselines and the default separate."""
+
+    task: str
+    popsize: int
+    seeds: int
+    clear: tuple[str, ...]
+    median_only: tuple[str, ...]
+    baselines: str  # the two baselines and the default side by side
+    separated: tuple[str, ...]  # "a beats b" for the pairs of them that separate beyond the seed spread
+
+    @property
+    def cell(self) -> str:
+        """``"task, popsize P"``."""
+        return f"{self.task}, popsize {self.popsize}"
+
+    def line(self) -> str:
+        """The verdict as a Markdown list item."""
         said = (
-            f"beats both beyond the seed spread: {', '.join(clear)}"
-            if clear
+            f"beats both beyond the seed spread: {', '.join(self.clear)}"
+            if self.clear
             else "nothing beats both beyond seed spread"
         )
-        better = f"; better medians only: {', '.join(median_only)}" if median_only else ""
-        n = len(groups[(task, popsize, DEFAULT)])
-        lines.append(
-            f"- **{task}, popsize {popsize}** ({n} seeds): {said}{better}. {_baselines(groups, task, popsize)}"
-        )
-    return lines
+        better = f"; better medians only: {', '.join(self.median_only)}" if self.median_only else ""
+        pairs = f"Separated: {'; '.join(self.separated)}." if self.separated else "All three overlap."
+        return f"- **{self.cell}** ({self.seeds} seeds): {said}{better}. {self.baselines}. {pairs}"
 
 
-def _baselines(groups: dict, task: str, popsize: int) -> str:
+def verdicts(records: list[dict[str, Any]]) -> list[Verdict]:
+    """Per task and popsize with both baselines: which radius settings beat both "all selected" and
+    "no averaging" beyond the seed spread (every seed better than every seed of both), which only in
+    median, and how the two baselines compare."""
+    groups = cells(records)
+    out = []
+    for task, popsize in sorted({(t, p) for (t, p, _) in groups}):
+        if all((task, popsize, b) in groups for b in BASELINES):
+            out.append(cell_verdict(groups, task, popsize))
+    return out
+
+
+def cell_verdict(groups: dict, task: str, popsize: int) -> Verdict:
+    """The :class:`Verdict` of one task/popsize cell."""
+    sign = METRICS[task][1]
+    base = [[sign * v for v in metric_values(groups[(task, popsize, b)], task)] for b in BASELINES]
+    clear, median_only = [], []
+    for name in variant_order(task, popsize, groups):
+        g = groups[(task, popsize, name)]
+        k = statistics.median(r["diag"]["component_mean"] for r in g)
+        if name in BASELINES or not 1.1 <= k <= 0.9 * (popsize // 2):
+            continue  # a component of (nearly) one or all selected members is a baseline itself
+        vals = [sign * v for v in metric_values(g, task)]
+        if all(min(vals) > max(b) for b in base):
+            clear.append(name)
+        elif statistics.median(vals) > max(statistics.median(b) for b in base):
+            median_only.append(name)
+    text, separated = compare_baselines(groups, task, popsize)
+    n = len(groups[(task, popsize, DEFAULT)])
+    return Verdict(task, popsize, n, tuple(clear), tuple(median_only), text, tuple(separated))
+
+
+def compare_baselines(groups: dict, task: str, popsize: int) -> tuple[str, list[str]]:
     """The two baselines and the default side by side, and which pairs of them separate beyond the
     seed spread."""
     vals = {name: metric_values(groups[(task, popsize, name)], task) for name in (*BASELINES, DEFAULT)}
@@ -125,7 +155,7 @@ def _baselines(groups: dict, task: str, popsize: int) -> str:
         for b in names
         if a != b and min(sign * x for x in vals[a]) > max(sign * x for x in vals[b])
     ]
-    return f"{text}. " + (f"Separated: {'; '.join(separated)}." if separated else "All three overlap.")
+    return text, separated
 
 
 # --------------------------------------------------------------------------- plots
@@ -255,3 +285,109 @@ def spread_sentence(traces: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
         "equidistant, as Gaussian mutations in D dimensions are (about sigma * sqrt(2 D) apart), so single linkage "
         "finds no cluster structure and any radius inside that narrow band just picks how many members to average."
     )
+
+
+# --------------------------------------------------------------------------- report
+def overall(cells: list[Verdict]) -> str:
+    """The verdict in plain words, from the per-cell verdicts."""
+    if not cells:
+        return "No complete cell (both baselines) yet."
+    wins = [v for v in cells if v.clear]
+    pairs = [f"{v.cell}: {'; '.join(v.separated)}" for v in cells if v.separated]
+    separated = (
+        f" Where settings separate at all, it is averaging against not averaging: {'; '.join(pairs)}." if pairs else ""
+    )
+    if not wins:
+        return (
+            f"**No.** In none of the task/popsize cells measured ({len(cells)}) does any radius whose component is a "
+            'proper subset of the selected members beat both "average all selected" (r = 1e9) and "no averaging" '
+            "beyond the seed spread (every seed better than every seed of both). The radius does not matter here "
+            "beyond seed spread." + separated
+        )
+    return (
+        f'**In {len(wins)} of {len(cells)} task/popsize cells** a component setting beats both "average all '
+        'selected" and "no averaging" beyond the seed spread (every seed better than every seed of both): '
+        + "; ".join(v.cell for v in wins)
+        + ". Elsewhere the radius does not matter beyond seed spread."
+        + separated
+    )
+
+
+def report(out: Path, traces: dict | None, overheads: list[dict[str, float]]) -> str:
+    """Write ``OUT/RADIUS.md`` and the plots from ``OUT/runs.jsonl``; return the markdown."""
+    records = current(ResultStore(out / "runs.jsonl").load())
+    found = verdicts(records)
+    parts = [
+        "# Radius sweep (#17)\n",
+        "Generated by `python -m benchmarks.studies.radius` from `runs.jsonl`. TDOpt defaults except the radius "
+        f"setting and the popsize P; {SEEDS} seeds (3 at P=256); budgets {json.dumps(BUDGETS)} (evaluations, "
+        "full-batch equivalents for digits-mb, episodes for CartPole; full-batch runs at least 40 steps). "
+        "`d` = the typical H0 death time of the selected members: the median over the steps of their median "
+        "death time, in the default run of seed 0; fixed radii are d/16 ... 16 d. Cells: median [min-max] over "
+        'seeds; k = mean component size over the run (of P/2 selected). "Beyond the seed spread" = every seed '
+        "of the variant better than every seed of both baselines; only settings with a proper component (mean "
+        "size from 1.1 to 0.9 P/2) count. Two-moons runs that miss 0.99 count as budget + 1.\n",
+        "## Verdict\n",
+        overall(found) + "\n",
+        *[v.line() for v in found],
+    ]
+    for task in METRICS:
+        if any(r["task"] == task for r in records):
+            plot = plot_task(records, task, out / f"radius_{task}.png")
+            parts += [f"\n## {task}: {METRICS[task][2]}\n", table(records, task), f"\n![{task}]({plot.name})"]
+    if traces:
+        plot = plot_persistence(traces, out / "persistence.png")
+        parts += ["\n## Persistence over training (default settings, seed 0)\n", f"![persistence]({plot.name})\n"]
+        parts += [spread_sentence(traces) + "\n", spread_table(traces)]
+    if overheads:
+        parts += [
+            "\n## Cost of recording (a post-hook reading death_times, radius, component_size, sigma)\n",
+            "| task | popsize | step, hook off (ms CPU) | step, hook on (ms CPU) | overhead |",
+            "|---|---|---|---|---|",
+        ]
+        parts += [
+            f"| {o['task']} | {o['popsize']} | {o['off_ms']:.2f} | {o['on_ms']:.2f} | {o['overhead']:+.0%} |"
+            for o in overheads
+        ]
+    text = "\n".join([*parts, "", RECIPE]) + "\n"
+    (out / "RADIUS.md").write_text(text)
+    return text
+
+
+RECIPE = """To see what the radius does on your problem, record the persistence of the selected members with a
+standard `torch.optim` step post-hook (TDOpt keeps the last step's death times in its state):
+
+```python
+import torch
+import tdopt
+
+w = torch.nn.Parameter(torch.randn(20))
+opt = tdopt.TDOpt([w], seed=0)
+history = []
+opt.register_step_post_hook(
+    lambda o, args, kwargs: history.append((o.death_times, o.radius, o.component_size, o.sigma[0]))
+)
+for _ in range(5):
+    opt.step(lambda: (w**2).sum())
+print(history[-1])
+```"""
+
+
+def readme_section(out: Path = OUT, prefix: str = "benchmarks/results/radius/") -> str:
+    """The README's radius section (markdown) from the committed sweep: verdict, plots, the recipe
+    for recording the diagnostics and what recording costs."""
+    found = verdicts(current(ResultStore(out / "runs.jsonl").load()))
+    load = lambda name: json.loads((out / name).read_text()) if (out / name).exists() else None  # noqa: E731
+    traces = (load("persistence.json") or {}).get("traces", {})
+    costs = ", ".join(
+        f"{o['overhead']:+.0%} on {o['task']} at popsize {o['popsize']}" for o in load("overhead.json") or []
+    )
+    images = [f"![{p.stem}]({prefix}{p.name})" for p in sorted(out.glob("radius_*.png"))]
+    if (out / "persistence.png").exists():
+        images.append(f"![persistence]({prefix}persistence.png)")
+    lines = [v.line() for v in found]
+    parts = ["### Does the radius matter?", "", overall(found), "", spread_sentence(traces), "", *lines, ""]
+    parts += [f"Tables: [RADIUS.md]({prefix}RADIUS.md).", "", *images, "", RECIPE, ""]
+    if costs:
+        parts += [f"Recording all four every step costs (CPU time per step): {costs}.", ""]
+    return "\n".join(parts)

@@ -1,9 +1,9 @@
-"""The small sweep behind the baselines' hyperparameters: ``python -m benchmarks.baseline_sweep``.
+"""The small sweep behind the baselines' hyperparameters: ``python -m benchmarks.studies.baseline_sweep``.
 
 For each baseline, a few values of its main hyperparameter(s) on two-moons, budget 2000,
 seeds 0 and 1, ranked by the median final *train* loss (the test set plays no part).
 Writes ``benchmarks/results/baseline_sweep.json`` and prints the ranking; the values in
-``benchmarks.optimizers.HYPERPARAMS`` are the winners (a test checks that they agree).
+``benchmarks.core.registry.hyperparams()`` are the winners (a test checks that they agree).
 tdopt is not swept: the benchmark runs it with its defaults (and tuned by ``benchmarks tune``).
 """
 
@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .runner import machine_info, run_one, versions
+from ..core.machine import machine_info, versions
+from ..core.paths import RESULTS_DIR, RUNS_DIR
+from ..core.runner import run_one
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "baseline_sweep.json"  # published (tracked): --publish
-RUNS_OUT = Path(__file__).resolve().parent.parent / "runs" / "baseline_sweep.json"  # untracked: the default
+DEFAULT_OUT = RESULTS_DIR / "baseline_sweep.json"  # published (tracked): --publish
+RUNS_OUT = RUNS_DIR / "baseline_sweep.json"  # untracked: the default
 TASK = "two-moons"
 BUDGET = 2000
 SEEDS = (0, 1)
@@ -57,7 +59,9 @@ def sweep(optimizers: list[str], budget: int = BUDGET, seeds=SEEDS, task: str = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline_sweep", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.studies.baseline_sweep", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--optimizers", default=",".join(GRID), help="comma-separated subset of the grid")
     parser.add_argument("--out", type=Path, default=RUNS_OUT, help="JSON file (default: %(default)s, untracked)")
     parser.add_argument("--publish", action="store_true", help=f"merge into the published {DEFAULT_OUT.name} instead")
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     merged = {**previous.get("results", {}), **results}
     payload = {
-        "generated_by": "python -m benchmarks.baseline_sweep",
+        "generated_by": "python -m benchmarks.studies.baseline_sweep",
         "task": TASK,
         "budget": BUDGET,
         "seeds": list(SEEDS),

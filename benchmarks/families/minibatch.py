@@ -1,7 +1,7 @@
 """The minibatch drop-in protocol: the training loop a torch user writes, for every method.
 
 Tasks ``digits-mb`` and ``two-moons-mb`` reuse the data and models of ``digits`` and
-``two-moons`` (:func:`benchmarks.tasks.get_task`, read-only). The loop, the same for every
+``two-moons`` (:func:`benchmarks.core.registry.get_task`, read-only). The loop, the same for every
 method of a run:
 
 * the training set is shuffled every epoch by a ``torch.Generator`` seeded with the run seed,
@@ -10,7 +10,7 @@ method of a run:
 * TDOpt: one ``opt.step(closure)`` per batch, the closure being the loss on that batch
   (``lambda: loss_fn(model(xb), yb)``, what a user writes);
 * SGD (momentum 0.9, lr 0.2) / Adam (lr 0.003): one gradient step per batch (the rows ``sgd-mb`` /
-  ``adam-mb`` of :mod:`benchmarks.optimizers`, whose shuffles equal :class:`BatchStream`'s);
+  ``adam-mb`` of :mod:`benchmarks.peers.gradient`, whose shuffles equal :class:`BatchStream`'s);
 * derivative-free peers, random search and OpenAI-ES: one generation per batch, every member
   evaluated on that batch; peers leave their recommendation (mean / centre) in the model.
 
@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from .tasks import Task, get_task, register_task
+from ..core.registry import get_task
+from ..core.tasks import Task
 
 __all__ = ["BATCH_SIZE", "MB_TASKS", "BatchStream", "population_losses", "MinibatchFeed", "MinibatchTask"]
 
@@ -102,7 +103,7 @@ def population_losses(
 
 # --------------------------------------------------------------------------- the benchmark tasks
 class MinibatchFeed:
-    """What one optimizer step sees (the feed protocol of :mod:`benchmarks.adapters`): the next batch
+    """What one optimizer step sees (the feed protocol of :mod:`benchmarks.core.methods`): the next batch
     of the run's :class:`BatchStream`; one evaluation on a batch of ``b`` examples costs
     ``b / n_train`` full-batch equivalents."""
 
@@ -149,12 +150,15 @@ class MinibatchTask(Task):
         return MinibatchFeed(self, model, seed)
 
 
-def _minibatch_task(name: str) -> MinibatchTask:
+def minibatch_task(name: str) -> MinibatchTask:
+    """The minibatch variant of the data task ``MB_TASKS[name]``."""
     base = get_task(MB_TASKS[name])
     values = {f.name: getattr(base, f.name) for f in fields(base)}
     values.update(name=name, description=f"{base.description}; minibatch loop, batches of {BATCH_SIZE}")
     return MinibatchTask(**values)
 
 
-for _name in MB_TASKS:
-    register_task(_name, functools.partial(_minibatch_task, _name))
+# The family's task factories by name, read by benchmarks.core.registry.
+TASKS: dict[str, Callable[[], MinibatchTask]] = {
+    name: functools.partial(minibatch_task, name) for name in MB_TASKS
+}

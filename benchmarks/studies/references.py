@@ -1,4 +1,4 @@
-"""Reference figures, reproduced: ``python -m benchmarks.references`` (or ``python -m benchmarks references``).
+"""Reference figures, reproduced: ``python -m benchmarks.studies.references`` (or ``python -m benchmarks references``).
 
 Writes ``benchmarks/results/references.json`` (``--out`` to change), which the reports
 include next to the benchmark tables. About a minute on one core.
@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .runner import machine_info, single_thread, versions
-from .tasks import get_task
+from ..core.machine import machine_info, single_thread, versions
+from ..core.paths import RESULTS_DIR, RUNS_DIR
+from ..core.registry import get_task
 
-DEFAULT_OUT = Path(__file__).parent / "results" / "references.json"  # published (tracked): --publish
-RUNS_OUT = Path(__file__).resolve().parent.parent / "runs" / "references.json"  # untracked: the default
+DEFAULT_OUT = RESULTS_DIR / "references.json"  # published (tracked): --publish
+RUNS_OUT = RUNS_DIR / "references.json"  # untracked: the default
 N_NETWORKS = 10_000
 N_SEEDS = 5
 SGD_STEPS = 5_000
@@ -181,7 +182,7 @@ def compute(n_networks: int = N_NETWORKS, seeds: int = N_SEEDS, sgd_steps: int =
         )
         entries += sum_mod_references()
     return {
-        "generated_by": "python -m benchmarks.references",
+        "generated_by": "python -m benchmarks.studies.references",
         "settings": {"n_networks": n_networks, "seeds": seeds, "sgd_steps": sgd_steps},
         "entries": entries,
         "wall_s": time.perf_counter() - start,

@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .report import _count, _stats, _wall, metric_cell, metric_of, select_groups, value_at
-from .runner import RESULTS_FILE, ResultStore, record_key, run_key
+from ..core.store import RESULTS_FILE, ResultStore, record_key, run_key
+from .tables import count_cell, metric_cell, metric_of, select_groups, stats, value_at, wall_cell
 
 __all__ = ["compare_tables", "evals_to_target"]
 
@@ -37,19 +37,19 @@ def _cells(records: list[dict[str, Any]], budget: int) -> list[str]:
     if not records:
         return ["—", "—", "—"]
     metric = metric_of(records)
-    acc = metric_cell(_stats([value_at(r, metric, budget) for r in records]), metric)
+    acc = metric_cell(stats([value_at(r, metric, budget) for r in records]), metric)
     hits = [evals_to_target(r, budget) for r in records]
     reached = sum(math.isfinite(h) for h in hits)
     if all(math.isnan(h) for h in hits):
         target = "—"
     elif reached:
-        s = _stats(hits)
-        target = f"{_count(s['median'])} [{_count(s['min'])}–{_count(s['max'])}] ({reached}/{len(hits)})"
+        s = stats(hits)
+        target = f"{count_cell(s['median'])} [{count_cell(s['min'])}–{count_cell(s['max'])}] ({reached}/{len(hits)})"
     else:
         target = f"never (0/{len(hits)})"
     # wall time is comparable only for runs of the same budget
     same = [r for r in records if int(r["budget"]) == budget]
-    wall = _wall(_stats([float(r["wall_s"]) for r in same])["median"]) if same else "—"
+    wall = wall_cell(stats([float(r["wall_s"]) for r in same])["median"]) if same else "—"
     return [acc, target, wall]
 
 

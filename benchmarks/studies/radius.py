@@ -6,12 +6,12 @@ death time in the default run of seed 0), ``radius="auto"`` with quantile 0.25 /
 ``radius="gap"``, a radius of 1e9 (every selected member averaged) and ``average=False``.
 A global ``torch.optim`` step post-hook records, per step, the radius, the component size and
 the death times, so the runs go through the benchmark's own loops unchanged
-(:func:`benchmarks.runner.run_one`).
+(:func:`benchmarks.core.runner.run_one`).
 
-    python -m benchmarks.radius                      # resumable; writes results/radius/
-    python -m benchmarks.radius --tasks two-moons --popsizes 8 --seeds 1 --budget 100 --out /tmp/r
+    python -m benchmarks.studies.radius                      # resumable; writes results/radius/
+    python -m benchmarks.studies.radius --tasks two-moons --popsizes 8 --seeds 1 --budget 100 --out /tmp/r
 
-Runs are appended to ``OUT/runs.jsonl`` (a :class:`benchmarks.runner.ResultStore`, keyed on
+Runs are appended to ``OUT/runs.jsonl`` (a :class:`benchmarks.core.store.ResultStore`, keyed on
 task, seed, budget and the hash of the effective TDOpt options and ``tdopt.ALGORITHM_VERSION``);
 ``OUT/RADIUS.md`` and the plots are regenerated from it.
 """
@@ -34,45 +34,12 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import tdopt
 
-from .optimizers import effective_options
-from .runner import ResultStore, config_hash, run_one, single_thread
-from .tasks import get_task
-
-OUT = Path(__file__).parent / "results" / "radius"
-# Budget per task: evaluations (full batch), full-batch equivalents (minibatch), episodes (RL).
-BUDGETS = {"two-moons": 3000, "digits": 5000, "digits-mb": 300, "CartPole-v1": 1500}
-POPSIZES = {"two-moons": (8, 16, 64, 256), "digits": (8, 16, 64, 256), "digits-mb": (8, 64), "CartPole-v1": (8,)}
-SEEDS = 5
-# (record key, +1 when larger is better, label) of the measure each task is judged on.
-METRICS = {
-    "two-moons": ("evals_to_target", -1, "evaluations to 0.99 test accuracy"),
-    "digits": ("test_acc", 1, "test accuracy"),
-    "digits-mb": ("test_acc", 1, "test accuracy"),
-    "CartPole-v1": ("test_return", 1, "test return"),
-}
-FACTORS = (1 / 16, 1 / 4, 1, 4, 16)
-RULES: dict[str, dict[str, Any]] = {
-    "no averaging": {"average": False},
-    "auto q=0.25": {"quantile": 0.25},
-    "auto q=0.5": {"quantile": 0.5},
-    "auto q=0.75": {"quantile": 0.75},
-    "auto q=0.9 (default)": {},
-    "gap": {"radius": "gap"},
-    "all selected (r=1e9)": {"radius": 1e9},
-}
-BASELINES = ("all selected (r=1e9)", "no averaging")
-DEFAULT = "auto q=0.9 (default)"
-
-
-def budget_for(task: str, popsize: int, budget: int | None = None) -> int:
-    """The run budget; full-batch runs get at least 40 steps at large populations."""
-    if budget is not None:
-        return budget
-    return max(BUDGETS[task], 40 * popsize) if task in ("two-moons", "digits") else BUDGETS[task]
-
-
-def fixed_name(factor: float) -> str:
-    return f"r = {factor:g} d" if factor >= 1 else f"r = d/{1 / factor:g}"
+from ..core.machine import single_thread
+from ..core.registry import effective_options, get_task
+from ..core.runner import run_one
+from ..core.store import ResultStore, config_hash
+from .radius_design import BUDGETS, DEFAULT, FACTORS, OUT, POPSIZES, RULES, SEEDS, budget_for, fixed_name
+from .radius_report import report
 
 
 # --------------------------------------------------------------------------- recording
@@ -211,116 +178,6 @@ def hook_overhead(task: str, popsize: int, steps: int, repeats: int = 3) -> dict
                     handle.remove()
     off, on = min(times[False]), min(times[True])
     return {"task": task, "popsize": popsize, "off_ms": 1e3 * off, "on_ms": 1e3 * on, "overhead": on / off - 1}
-
-
-# --------------------------------------------------------------------------- report
-def overall(lines: list[str]) -> str:
-    """The verdict in plain words, from the per-cell verdict lines."""
-    if not lines:
-        return "No complete cell (both baselines) yet."
-    wins = [line for line in lines if "beats both beyond the seed spread:" in line]
-    cell = lambda line: line.split("** (")[0].lstrip("- *")  # noqa: E731
-    pairs = [f"{cell(line)}: {line.split('Separated: ')[1].rstrip('.')}" for line in lines if "Separated: " in line]
-    separated = (
-        f" Where settings separate at all, it is averaging against not averaging: {'; '.join(pairs)}." if pairs else ""
-    )
-    if not wins:
-        return (
-            f"**No.** In none of the task/popsize cells measured ({len(lines)}) does any radius whose component is a "
-            'proper subset of the selected members beat both "average all selected" (r = 1e9) and "no averaging" '
-            "beyond the seed spread (every seed better than every seed of both). The radius does not matter here "
-            "beyond seed spread." + separated
-        )
-    return (
-        f'**In {len(wins)} of {len(lines)} task/popsize cells** a component setting beats both "average all '
-        'selected" and "no averaging" beyond the seed spread (every seed better than every seed of both): '
-        + "; ".join(cell(line) for line in wins)
-        + ". Elsewhere the radius does not matter beyond seed spread."
-        + separated
-    )
-
-
-def report(out: Path, traces: dict | None, overheads: list[dict[str, float]]) -> str:
-    """Write ``OUT/RADIUS.md`` and the plots from ``OUT/runs.jsonl``; return the markdown."""
-    from . import radius_report as rr
-
-    records = rr.current(ResultStore(out / "runs.jsonl").load())
-    lines = rr.verdicts(records)
-    parts = [
-        "# Radius sweep (#17)\n",
-        "Generated by `python -m benchmarks.radius` from `runs.jsonl`. TDOpt defaults except the radius setting and "
-        f"the popsize P; {SEEDS} seeds (3 at P=256); budgets {json.dumps(BUDGETS)} (evaluations, full-batch "
-        "equivalents for digits-mb, episodes for CartPole; full-batch runs at least 40 steps). `d` = the typical "
-        "H0 death time of the selected members: the median over the steps of their median death time, in the "
-        "default run of seed 0; fixed radii are d/16 ... 16 d. Cells: median [min-max] over seeds; k = mean "
-        'component size over the run (of P/2 selected). "Beyond the seed spread" = every seed of the variant '
-        "better than every seed of both baselines; only settings with a proper component (mean size from 1.1 to "
-        "0.9 P/2) count. Two-moons runs that miss 0.99 count as budget + 1.\n",
-        "## Verdict\n",
-        overall(lines) + "\n",
-        *lines,
-    ]
-    for task in METRICS:
-        if any(r["task"] == task for r in records):
-            plot = rr.plot_task(records, task, out / f"radius_{task}.png")
-            parts += [f"\n## {task}: {METRICS[task][2]}\n", rr.table(records, task), f"\n![{task}]({plot.name})"]
-    if traces:
-        plot = rr.plot_persistence(traces, out / "persistence.png")
-        parts += ["\n## Persistence over training (default settings, seed 0)\n", f"![persistence]({plot.name})\n"]
-        parts += [rr.spread_sentence(traces) + "\n", rr.spread_table(traces)]
-    if overheads:
-        parts += [
-            "\n## Cost of recording (a post-hook reading death_times, radius, component_size, sigma)\n",
-            "| task | popsize | step, hook off (ms CPU) | step, hook on (ms CPU) | overhead |",
-            "|---|---|---|---|---|",
-        ]
-        parts += [
-            f"| {o['task']} | {o['popsize']} | {o['off_ms']:.2f} | {o['on_ms']:.2f} | {o['overhead']:+.0%} |"
-            for o in overheads
-        ]
-    text = "\n".join([*parts, "", RECIPE]) + "\n"
-    (out / "RADIUS.md").write_text(text)
-    return text
-
-
-RECIPE = """To see what the radius does on your problem, record the persistence of the selected members with a
-standard `torch.optim` step post-hook (TDOpt keeps the last step's death times in its state):
-
-```python
-import torch
-import tdopt
-
-w = torch.nn.Parameter(torch.randn(20))
-opt = tdopt.TDOpt([w], seed=0)
-history = []
-opt.register_step_post_hook(
-    lambda o, args, kwargs: history.append((o.death_times, o.radius, o.component_size, o.sigma[0]))
-)
-for _ in range(5):
-    opt.step(lambda: (w**2).sum())
-print(history[-1])
-```"""
-
-
-def readme_section(out: Path = OUT, prefix: str = "benchmarks/results/radius/") -> str:
-    """The README's radius section (markdown) from the committed sweep: verdict, plots, the recipe
-    for recording the diagnostics and what recording costs."""
-    from . import radius_report as rr
-
-    lines = rr.verdicts(rr.current(ResultStore(out / "runs.jsonl").load()))
-    load = lambda name: json.loads((out / name).read_text()) if (out / name).exists() else None  # noqa: E731
-    traces = (load("persistence.json") or {}).get("traces", {})
-    costs = ", ".join(
-        f"{o['overhead']:+.0%} on {o['task']} at popsize {o['popsize']}" for o in load("overhead.json") or []
-    )
-    images = [f"![{p.stem}]({prefix}{p.name})" for p in sorted(out.glob("radius_*.png"))]
-    if (out / "persistence.png").exists():
-        images.append(f"![persistence]({prefix}persistence.png)")
-    parts = ["### Does the radius matter?", "", overall(lines), "", rr.spread_sentence(traces), "", *lines, ""]
-    parts += [f"Tables: [RADIUS.md]({prefix}RADIUS.md).", "", *images, "", RECIPE, ""]
-    if costs:
-        parts += [f"Recording all four every step costs (CPU time per step): {costs}.", ""]
-    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ Public API::
 
 The tasks ``CartPole-v1`` and ``Pendulum-v1`` (:class:`RLTask`) are registered with the runner:
 ``python -m benchmarks --tasks CartPole-v1 ...`` runs them like every other task (see
-``benchmarks/README.md``). Run ``python -m benchmarks.rl`` for the throughput of the dynamics.
+``benchmarks/README.md``). Run ``python -m benchmarks.families.rl`` for the throughput of the dynamics.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from tdopt import PopulationLoss
 
-from .tasks import register_task
+from ..core.runner import checkpoints
 
 __all__ = [
     "ENVS",
@@ -281,7 +281,7 @@ class EpisodeLoss(PopulationLoss):
 
 # --------------------------------------------------------------------------- the benchmark tasks
 class EpisodeFeed:
-    """What one optimizer step sees (the feed protocol of :mod:`benchmarks.adapters`): the episode
+    """What one optimizer step sees (the feed protocol of :mod:`benchmarks.core.methods`): the episode
     seeds ``train_seeds(run_seed, step)``, shared by every member of the step, new every step;
     one evaluation costs :data:`EPISODES_PER_EVAL` episodes of budget."""
 
@@ -302,7 +302,7 @@ class EpisodeFeed:
 
 
 class RLTask:
-    """A policy-search task for :mod:`benchmarks.runner`: budget in episodes, the measure is the
+    """A policy-search task for :mod:`benchmarks.core.runner`: budget in episodes, the measure is the
     test return of the policy in the model on :data:`TEST_SEEDS` (checkpoints: ~30 log-spaced and
     every :attr:`test_every` episodes), target: return >= ``spec.target_return`` (CartPole: 475)."""
 
@@ -334,16 +334,14 @@ class RLTask:
         return {"test_return": float(test_return(model, self.name))}
 
     def checkpoints(self, budget: int) -> list[int]:
-        from .runner import checkpoints
-
         return sorted(set(checkpoints(budget, n=30)) | set(range(self.test_every, budget, self.test_every)))
 
     def feed(self, model: nn.Module, seed: int) -> EpisodeFeed:
         return EpisodeFeed(model, self.name, seed)
 
 
-for _env in ENVS:
-    register_task(_env, functools.partial(RLTask, _env))
+# The family's task factories by name, read by benchmarks.core.registry.
+TASKS: dict[str, Callable[[], RLTask]] = {env: functools.partial(RLTask, env) for env in ENVS}
 
 
 # --------------------------------------------------------------------------- throughput
@@ -398,7 +396,7 @@ def throughput(env_name: str = "CartPole-v1", population: int = 64, episodes: in
 
 
 if __name__ == "__main__":
-    # python -m benchmarks.rl: episodes/s of the batched dynamics and of gymnasium's loop
+    # python -m benchmarks.families.rl: episodes/s of the batched dynamics and of gymnasium's loop
     torch.set_num_threads(1)
     for env in ENVS:
         print({k: round(v) if isinstance(v, float) else v for k, v in throughput(env).items()})

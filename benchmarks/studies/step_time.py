@@ -1,6 +1,6 @@
 """``TDOpt.step`` end to end for the tdopt first on ``sys.path``, to compare two checkouts in one run.
 
-    PYTHONPATH=/path/to/old/checkout python -m benchmarks.step_time   # then again for the new one
+    PYTHONPATH=/path/to/old/checkout python -m benchmarks.studies.step_time   # then again for the new one
 
 Prints JSON: the fastest of 5 repeats of the mean time per warmed step (ms), with
 ``PopulationLoss``, on two-moons (D = 162; P = 8, 64, 256) and on a 96-100-2 MLP (D = 9,902); 1 torch thread.

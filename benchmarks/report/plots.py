@@ -1,5 +1,5 @@
 """The plot of one task (``<task>.png``): its test measure and train loss against the budget, log x,
-median line and min-max band across seeds (called by :func:`benchmarks.report.write_report`)."""
+median line and min-max band across seeds (called by :func:`benchmarks.report.results.write_report`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import LOSS_FLOOR, METRIC_LABELS, _order, metric_of, value_at
+from .tables import LOSS_FLOOR, METRIC_LABELS, metric_of, ordered_pairs, value_at
 
 __all__ = ["plot_task"]
 
@@ -40,7 +40,7 @@ def plot_task(task: str, groups: dict[tuple[str, str], list[dict]], path: str | 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [p for p in _order(groups) if p[0] == task]
+    pairs = [p for p in ordered_pairs(groups) if p[0] == task]
     if not pairs:
         return None
     head = groups[pairs[0]]

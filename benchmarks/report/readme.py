@@ -1,7 +1,7 @@
 """Regenerate README.md's results section from the committed result files (never typed by hand).
 
-    python -m benchmarks.readme          # rewrite the section between the markers
-    python -m benchmarks.readme --check  # exit 1 when README.md is out of date
+    python -m benchmarks.report.readme          # rewrite the section between the markers
+    python -m benchmarks.report.readme --check  # exit 1 when README.md is out of date
 
 Sources: ``benchmarks/results/full/SUMMARY.md`` (or ``quick/`` when no full run exists), ``digits/``,
 ``minibatch/`` and ``rl/`` (the other task families), ``benchmarks/results/ablation/ABLATION.md`` and the
@@ -17,12 +17,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from .optimizers import effective_options
-from .report import select_groups
-from .runner import ResultStore
+from ..core.paths import RESULTS_DIR, ROOT
+from ..core.registry import effective_options
+from ..core.store import ResultStore
+from .tables import select_groups
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = RESULTS_DIR
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
 # (results folder, task, measure, higher is better): one row per task family of the headline table
@@ -218,7 +218,7 @@ def tuning_section() -> str:
 
 def _tuned_rows_run(options: dict) -> list[str]:
     """The result folders whose tables show ``tdopt-tuned`` rows that run ``options`` (the
-    records the tables are made of: :func:`benchmarks.report.select_groups`)."""
+    records the tables are made of: :func:`benchmarks.report.tables.select_groups`)."""
     folders = []
     for path in sorted(RESULTS.glob("*/results.jsonl")):
         groups, _ = select_groups(ResultStore(path).load())
@@ -299,8 +299,9 @@ def performance_section() -> str:
 
 
 def radius_section() -> str:
-    """Where the radius matters (benchmarks.radius's sweep), when its results exist."""
-    from .radius import OUT, readme_section
+    """Where the radius matters (benchmarks.studies.radius's sweep), when its results exist."""
+    from ..studies.radius_design import OUT
+    from ..studies.radius_report import readme_section
 
     return readme_section() if (OUT / "runs.jsonl").exists() else ""
 
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     new = render(current)
     if args.check:
         if new != current:
-            print("README.md results section is out of date: run python -m benchmarks.readme", file=sys.stderr)
+            print("README.md results section is out of date: run python -m benchmarks.report.readme", file=sys.stderr)
             return 1
         return 0
     path.write_text(new)

@@ -1,7 +1,7 @@
 """Short screens of TDOpt settings on every loss family, side by side (the figures behind the
 default's choice in docs/algorithm.md).
 
-    python -m benchmarks.screen [--variants '{"lr 0.1": {"lr": 0.1}}'] [--seeds 0,1] [--tasks ...]
+    python -m benchmarks.studies.screen [--variants '{"lr 0.1": {"lr": 0.1}}'] [--seeds 0,1] [--tasks ...]
 
 Each variant (TDOpt keyword overrides) runs through the benchmark runner at reduced budgets on
 full-batch ``digits`` (test accuracy at 10,000 evaluations), the minibatch loop (``digits-mb``:
@@ -26,7 +26,7 @@ import torch
 
 import tdopt
 
-from .runner import load_plugins, run_one
+from ..core.runner import run_one
 
 BUDGETS = {
     "digits": 10000,
@@ -67,13 +67,12 @@ def figure(task: str, seed: int, budget: int, options: dict[str, Any]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.screen", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.studies.screen", description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", default=None, help="JSON {name: TDOpt options} (default: %(default)s = VARIANTS)")
     p.add_argument("--tasks", default=",".join(BUDGETS), help="comma-separated (default: %(default)s)")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default: %(default)s)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    load_plugins()
     variants = VARIANTS if args.variants is None else json.loads(args.variants)
     seeds = [int(s) for s in args.seeds.split(",")]
     for task in args.tasks.split(","):

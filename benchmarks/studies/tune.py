@@ -40,11 +40,12 @@ import torch
 
 from tdopt import tune as tt
 
-from . import tasks as task_registry
-from .runner import load_plugins, run_one
-from .tasks import Task, get_task
+from ..core import registry
+from ..core.paths import ROOT
+from ..core.registry import get_task
+from ..core.runner import run_one
+from ..core.tasks import Task
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "runs" / "tune"  # untracked (.gitignore), like `make bench` writing runs/quick
 PUBLISHED_OUT = ROOT / "benchmarks" / "results" / "tuned"  # the published studies (--publish)
 DEFAULT_BUDGET = 1500
@@ -61,7 +62,7 @@ VALIDATION_SUFFIX = "@val"
 @functools.cache
 def _with_validation(cls: type[Task]) -> type[Task]:
     """``cls`` whose "test" split is a validation split carved from the original training set
-    (the minibatch loop of a :class:`benchmarks.minibatch.MinibatchTask` is kept).
+    (the minibatch loop of a :class:`benchmarks.families.minibatch.MinibatchTask` is kept).
 
     ``measure`` also computes the validation loss and error and keeps the latest values in
     ``latest``, because the runner's record and ``report`` carry only train loss and accuracies.
@@ -103,7 +104,7 @@ def validation_task(task: Task, fraction: float = VAL_FRACTION, seed: int = SPLI
 
 def tunable_tasks() -> tuple[str, ...]:
     """The registered tasks with a training set (a validation split can be carved from it)."""
-    names = [t for t in task_registry.task_names() if not t.endswith(VALIDATION_SUFFIX)]
+    names = [t for t in registry.task_names() if not t.endswith(VALIDATION_SUFFIX)]
     return tuple(t for t in names if _has_training_set(t))
 
 
@@ -122,12 +123,12 @@ def validation_name(task: str) -> str:
     Data tasks only (full batch or minibatch): a task without a training set has nothing to split.
     """
     name = task + VALIDATION_SUFFIX
-    registered = task in task_registry.task_names() and not task.endswith(VALIDATION_SUFFIX)
+    registered = task in registry.task_names() and not task.endswith(VALIDATION_SUFFIX)
     if not registered or not _has_training_set(task):  # builds this task only, not every registered one
         known = ", ".join(tunable_tasks())
         raise ValueError(f"cannot tune on {task!r}; tasks with a training set to split: {known}")
-    if name not in task_registry.TASKS:
-        task_registry.register_task(name, lambda: validation_task(get_task(task)))
+    if name not in registry.task_names():
+        registry.add_task(name, lambda: validation_task(get_task(task)))
     return name
 
 
@@ -441,7 +442,6 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     args = build_parser().parse_args(argv)
-    load_plugins()  # the minibatch tasks
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     modes = tuple(m.strip() for m in args.modes.split(","))
     space = tt.SearchSpace(modes, args.radius_range, args.quantile_range, args.lr_range, args.popsize_range)

@@ -1,15 +1,15 @@
 """Run benchmark runs and store them, one JSON line per finished run (resumable).
 
-Public API (also used by ``benchmarks.tune``)::
+Public API (also used by ``benchmarks.studies.tune``)::
 
-    from benchmarks.runner import run_one
+    from benchmarks.core.runner import run_one
     record = run_one("two-moons", "tdopt", seed=0, budget=2000, options={"lr": 0.05})
     record["train_loss"], record["test_acc"], record["evals"], record["curve"]
 
 ``run_one(task, optimizer, seed, budget, options=None, report=None) -> dict``:
 
 * ``options`` overrides the optimizer's hyperparameters of
-  :data:`benchmarks.optimizers.HYPERPARAMS` (for the tdopt variants: TDOpt keyword
+  the method's defaults (:func:`benchmarks.core.registry.hyperparams`) (for the tdopt variants: TDOpt keyword
   arguments such as ``lr``, ``popsize``, ``radius``, ``quantile``).
 * ``report(evals, train_loss)`` is called at every checkpoint after the start (evals as
   an int, rounded down for minibatch methods); an exception it raises (e.g.
@@ -33,158 +33,44 @@ measurements), ``curve``
 (lists ``evals, train_loss, train_acc, test_acc, wall_s``), ``info``, ``n_params``,
 ``machine``, ``versions``, ``protocol``, ``finished_at``.
 
-Storage (:class:`ResultStore`): ``results.jsonl`` in the output directory, one run per
-line, appended and fsync'ed as each run finishes. A run is identified by
-``(task, optimizer, seed, budget, config_hash)``; ``config_hash`` hashes :func:`run_config`:
-the protocol version, the optimizer's name, its effective hyperparameters and the version of
-the code that determines its results (``tdopt.ALGORITHM_VERSION`` for the tdopt rows, the peer
-library's version for the others). Editing tdopt's sources without changing its trajectories
-therefore keeps every stored run; a new algorithm version, default or option re-runs.
-
-Plugins: the modules in :data:`PLUGINS` that exist are imported by :func:`load_plugins` (called
-by :func:`plan_runs` and the CLI); they register tasks (``benchmarks.tasks.register_task``) and
-methods (``benchmarks.optimizers.register_method``).
+Storage and keys: :mod:`benchmarks.core.store`; the tasks and methods by name:
+:mod:`benchmarks.core.registry`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import hashlib
-import importlib
-import json
 import math
 import os
-import platform
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-import tdopt
+from .machine import machine_info, single_thread, versions
+from .methods import RunFailure
+from .registry import (
+    EXCLUDED,
+    budget_caps,
+    effective_options,
+    get_task,
+    make_method,
+    method_names,
+    not_applicable,
+    task_names,
+)
+from .store import PROTOCOL, RESULTS_FILE, ResultStore, config_hash, run_config, run_key
 
-from .adapters import RunFailure
-from .optimizers import BUDGET_CAPS, EXCLUDED, METHODS, effective_options, make_method, method_version, not_applicable
-from .tasks import TASKS, get_task
+__all__ = ["TABLE_BUDGETS", "run_one", "run_many", "checkpoints", "plan_runs"]
 
-__all__ = [
-    "PROTOCOL",
-    "TABLE_BUDGETS",
-    "THREADS",
-    "run_one",
-    "run_many",
-    "checkpoints",
-    "config_hash",
-    "run_config",
-    "run_key",
-    "load_plugins",
-    "ResultStore",
-    "machine_info",
-    "plan_runs",
-]
-
-PROTOCOL = 2  # bump when the measurement protocol or a task definition changes
 TABLE_BUDGETS = (1000, 2000, 5000, 10000, 20000)
-THREADS = 1
 N_CHECKPOINTS = 100
-RESULTS_FILE = "results.jsonl"
-# Modules that register extra tasks and methods when present (see load_plugins).
-PLUGINS = ("benchmarks.minibatch", "benchmarks.rl", "benchmarks.peers")
 
 
-# --------------------------------------------------------------------------- keys
-def run_config(optimizer: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Everything, besides task, seed and budget, that determines a run's result."""
-    return {"protocol": PROTOCOL, "optimizer": optimizer, "options": options, "version": method_version(optimizer)}
-
-
-def config_hash(optimizer: str, options: dict[str, Any]) -> str:
-    """Hash of :func:`run_config` (``options``: the effective ones, see ``effective_options``)."""
-    text = json.dumps(run_config(optimizer, options), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def run_key(task: str, optimizer: str, seed: int, budget: int, chash: str) -> tuple[str, str, int, int, str]:
-    return (task, optimizer, int(seed), int(budget), chash)
-
-
-def record_key(record: dict[str, Any]) -> tuple[str, str, int, int, str]:
-    return run_key(record["task"], record["optimizer"], record["seed"], record["budget"], record["config_hash"])
-
-
-def load_plugins() -> list[str]:
-    """Import the plugin modules of :data:`PLUGINS` that exist; return the names imported."""
-    loaded = []
-    for name in PLUGINS:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the plugin exists but a dependency of it is missing
-                warnings.warn(f"{name} not loaded: {exc}", RuntimeWarning, stacklevel=2)
-            continue
-        loaded.append(name)
-    return loaded
-
-
-# --------------------------------------------------------------------------- machine
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": THREADS,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
-    }
-
-
-def versions() -> dict[str, Any]:
-    out = {
-        "tdopt": tdopt.__version__,
-        "tdopt_algorithm": tdopt.ALGORITHM_VERSION,
-        "torch": torch.__version__,
-    }
-    for mod in ("cmaes", "sklearn", "numpy"):
-        with contextlib.suppress(ImportError):
-            out[mod] = __import__(mod).__version__
-    return out
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """torch and BLAS/OpenMP (numpy, cmaes, sklearn) limited to :data:`THREADS` threads."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        limits: Any = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(THREADS)
-    try:
-        with limits:
-            yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-# --------------------------------------------------------------------------- one run
 def checkpoints(budget: int, n: int = N_CHECKPOINTS, first: int = 10) -> list[int]:
     """Log-spaced checkpoints in ``[first, budget]`` plus the table budgets and the budget."""
     if budget < 1:
@@ -209,7 +95,6 @@ def run_one(
     """
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive int, got {budget!r}")
-    load_plugins()
     t = get_task(task)
     opts = effective_options(optimizer, options)
     chash = config_hash(optimizer, opts)
@@ -312,52 +197,6 @@ def _num(x: float) -> float | int:
     return int(x) if math.isfinite(x) and x == int(x) else x
 
 
-# --------------------------------------------------------------------------- storage
-class ResultStore:
-    """Append-only JSON-lines file of run records; tolerant of an interrupted last write."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    def load(self) -> list[dict[str, Any]]:
-        """Every valid record, in file order; corrupt lines are skipped with a warning."""
-        if not self.path.exists():
-            return []
-        lines = self.path.read_bytes().split(b"\n")
-        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-        records = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                record_key(rec)
-            except (ValueError, KeyError, TypeError) as exc:
-                where = "trailing line (an interrupted write?)" if i == last else f"line {i + 1}"
-                warnings.warn(f"{self.path}: skipping corrupt {where}: {exc}", RuntimeWarning, stacklevel=2)
-                continue
-            records.append(rec)
-        return records
-
-    def keys(self) -> set[tuple[str, str, int, int, str]]:
-        return {record_key(r) for r in self.load()}
-
-    def append(self, record: dict[str, Any]) -> None:
-        """Append one record as a line and fsync (a partial last line is first terminated)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = (json.dumps(record, sort_keys=False) + "\n").encode()
-        with open(self.path, "ab") as f:
-            if f.tell() > 0:
-                with open(self.path, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        data = b"\n" + data
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-# --------------------------------------------------------------------------- many runs
 def plan_runs(
     tasks: Sequence[str],
     optimizers: Sequence[str],
@@ -367,13 +206,12 @@ def plan_runs(
     caps: bool = True,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The runs to do (dicts with task, optimizer, seed, budget, options, config_hash) and notes."""
-    load_plugins()
     for name in tasks:
-        if name not in TASKS:
-            raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+        if name not in task_names():
+            raise ValueError(f"unknown task {name!r}; known: {', '.join(task_names())}")
     for name in optimizers:
-        if name not in METHODS:
-            raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(METHODS)}")
+        if name not in method_names():
+            raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(method_names())}")
     seeds = list(seeds)
     plan, notes = [], []
     for task in tasks:
@@ -392,7 +230,7 @@ def plan_runs(
                 notes.append(f"{task}/{opt}: skipped: {reason}")
                 continue
             b = budget
-            cap = BUDGET_CAPS.get((task, opt))
+            cap = budget_caps().get((task, opt))
             if caps and cap is not None and cap < budget:
                 b = cap
                 notes.append(f"{task}/{opt}: budget capped at {cap} (BUDGET_CAPS)")
