@@ -2,8 +2,8 @@
 
 Subcommands: ``report [--out DIR]`` (tables, plots, RESULTS.md from DIR/results.jsonl; default runs/quick),
 ``references`` (reference figures), ``tune ...`` (``benchmarks.studies.tune``), ``speed ...``
-(``benchmarks.studies.speed``). Without a subcommand (or with ``run``) it runs the benchmark:
-see ``python -m benchmarks --help``.
+(``benchmarks.studies.speed``), ``bbob run|report ...`` (``benchmarks.families.bbob``: COCO's suite).
+Without a subcommand (or with ``run``) it runs the benchmark: see ``python -m benchmarks --help``.
 
 ``make bench`` = ``python -m benchmarks``: the quick preset into ``runs/quick`` (untracked).
 Every run is keyed (see :mod:`benchmarks.core.store`), and runs already in the output directory are
@@ -80,7 +80,7 @@ FAMILIES = {
 }
 FULL = {**FAMILIES["supervised"], "out": RUNS_DIR / "full", "extra": [FAMILIES["minibatch"], FAMILIES["rl"]]}
 
-SUBCOMMANDS = ("run", "report", "references", "tune", "speed")
+SUBCOMMANDS = ("run", "report", "references", "tune", "speed", "bbob")
 RUN_FILE = "RUN.json"
 # The selection a results directory's RUN.json records, so that --resume can re-plan it.
 SELECTION = ("blocks", "configs", "caps", "preset")
@@ -118,7 +118,7 @@ def run_parser() -> argparse.ArgumentParser:
             "OUT/results.jsonl as each run finishes; runs already there (same task, optimizer, options, "
             "version, seed, budget) are skipped, so rerunning a command resumes it. Tables, plots and "
             "RESULTS.md go to OUT; the tables are printed next to the published ones. "
-            "Subcommands: report --out DIR | references | tune ... | speed ..."
+            "Subcommands: report --out DIR | references | tune ... | speed ... | bbob run|report ..."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -294,9 +294,22 @@ def run_main(argv: list[str]) -> int:
         f"{ran} runs done, {skipped} already in {_rel(out)} (skipped), {time.perf_counter() - start:.0f} s",
         file=sys.stderr,
     )
+    if sel["preset"] == "quick":
+        _bbob_slice(out / "bbob", not args.no_report)
     if not args.no_report:
         _report(out, plans, [b.get("published") for b in sel["blocks"]])
     return 0
+
+
+def _bbob_slice(out: Path, report: bool) -> None:
+    """The quick preset's slice of the BBOB family (``benchmarks.families.bbob.QUICK``) into ``out``."""
+    from .families import bbob
+    from .report.bbob import write_report
+
+    print(f"bbob slice -> {_rel(out)}", file=sys.stderr)
+    bbob.run_selection(**bbob.QUICK, out=out)
+    if report:
+        print(f"wrote {_rel(write_report(out))}", file=sys.stderr)
 
 
 def _report(out: Path, plans: list[list[dict[str, Any]]], published: list[str | None]) -> None:
@@ -374,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"python -m benchmarks {command}: benchmarks/studies/{command}.py is missing", file=sys.stderr)
             return 2
         return int(module.main(rest) or 0)
+    if command == "bbob":
+        from .families import bbob
+
+        return int(bbob.main(rest) or 0)
     if command == "references":
         from .studies import references
 

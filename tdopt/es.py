@@ -231,10 +231,14 @@ def rank_weights(losses: list[float]) -> list[float]:
     return weights
 
 
-def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> State:
+def tell(state: State, config: Config, candidates: Tensor, losses: Tensor, features: Tensor | None = None) -> State:
     """The next state from ``candidates (1 + λ, D)`` as :func:`ask` returned them and their
     ``losses (1 + λ,)``. Raises ``ValueError`` (the state unchanged: it is immutable) when no
-    loss is finite: nothing then tells one child from another."""
+    loss is finite: nothing then tells one child from another.
+
+    ``features (1 + λ, F)``, optional: what single linkage measures distances between instead of
+    the candidates themselves (e.g. each candidate's outputs on the batch); the average is still
+    of the candidates. Row 0 (the centre) is not used."""
     expected = num_evaluations(state, config)
     if not isinstance(candidates, Tensor) or not isinstance(losses, Tensor):
         kinds = f"{type(candidates).__name__} and {type(losses).__name__}"
@@ -244,6 +248,10 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> St
             f"tell expects {expected} candidates of dimension {state.centre.numel()} and {expected} losses, "
             f"got {tuple(candidates.shape)} and {tuple(losses.shape)}"
         )
+    if features is not None and (not isinstance(features, Tensor) or features.dim() != 2 or len(features) != expected):
+        raise ValueError(f"features must be a ({expected}, F) tensor, got {getattr(features, 'shape', features)!r}")
+    if features is not None and not config.average:
+        raise ValueError("features apply only with average=True (they choose the component)")
     values = sanitize(losses)
     if not any(math.isfinite(v) for v in values):
         raise ValueError(
@@ -252,7 +260,8 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> St
         )
     centre_loss, children, child_losses = values[0], candidates[1:], values[1:]
     weights = rank_weights(child_losses)
-    centre, members, radius, deaths = _recombine(children, weights, config)
+    points = children if features is None else features[1:]
+    centre, members, radius, deaths = _recombine(children, points, weights, config)
     step = state.sigma * state.scale
     z = (children - state.centre) / step
     scale = _adapted_scale(state.scale, z, weights)
@@ -274,20 +283,22 @@ def tell(state: State, config: Config, candidates: Tensor, losses: Tensor) -> St
     )
 
 
-def _recombine(children: Tensor, weights: list[float], config: Config) -> tuple[Tensor, int, float, Tensor]:
-    """The next centre ``(D,)``: the weighted average of the largest single-linkage component of
-    the selected children (``weights > 0``), with its size, the radius (NaN without averaging)
-    and the selected children's death times."""
+def _recombine(
+    children: Tensor, points: Tensor, weights: list[float], config: Config
+) -> tuple[Tensor, int, float, Tensor]:
+    """The next centre ``(D,)``: the weighted average of the children ``(λ, D)`` in the largest
+    single-linkage component of the selected ones (``weights > 0``) among ``points (λ, F)``, with
+    its size, the radius (NaN without averaging) and the selected points' death times."""
     selected = sorted((i for i, w in enumerate(weights) if w > 0), key=lambda i: -weights[i])
     index = torch.tensor(selected, device=children.device)
-    points = children.index_select(0, index)
     radius, deaths = math.nan, torch.zeros(0, dtype=torch.float64)
     if config.average and len(selected) > 1:
         # sorted by weight, so a tie in component size goes to the best child's component
-        members, radius, deaths = topology.largest_component_and_deaths(points, config.radius, config.quantile)
-        index, points = index[members.to(index.device)], points[members.to(points.device)]
+        chosen = points.index_select(0, index.to(points.device))
+        members, radius, deaths = topology.largest_component_and_deaths(chosen, config.radius, config.quantile)
+        index = index[members.to(index.device)]
     w = torch.tensor([weights[i] for i in index.tolist()], dtype=children.dtype, device=children.device)
-    return (w / w.sum()) @ points, int(index.numel()), radius, deaths
+    return (w / w.sum()) @ children.index_select(0, index), int(index.numel()), radius, deaths
 
 
 def _adapted_scale(scale: Tensor, z: Tensor, weights: list[float]) -> Tensor:

@@ -283,6 +283,42 @@ def test_tell_averages_the_largest_single_linkage_component_of_the_selected(pops
         state = new
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([4, 8, 12]), st.integers(1, 5), st.sampled_from(["auto", "gap", 0.5]), st.integers(0, 2**31 - 1))
+def test_features_choose_the_component_and_the_candidates_are_averaged(popsize, f, radius, seed):
+    """With ``features``, single linkage runs on the selected children's feature rows (checked
+    against scipy) and the centre is the weighted average of the same children's coordinates."""
+    config = es.Config(popsize=popsize, radius=radius)
+    rng = np.random.default_rng(seed)
+    state = es.init(torch.from_numpy(rng.standard_normal(3)), 0.5, config)
+    candidates = es.ask(state, config, torch.Generator().manual_seed(seed))
+    losses = torch.from_numpy(rng.standard_normal(1 + popsize))
+    features = torch.from_numpy(rng.standard_normal((1 + popsize, f)))
+    new = es.tell(state, config, candidates, losses, features=features)
+    w = reference_weights(losses[1:].numpy())
+    selected = [k for k in np.argsort(-w, kind="stable") if w[k] > 0]
+    deaths = np.sort(linkage(distances(features[1:].numpy()[selected]), "single")[:, 2])
+    np.testing.assert_allclose(new.death_times.numpy(), deaths, rtol=1e-12, atol=1e-15)
+    members = reference_component(features[1:].numpy()[selected], new.radius)
+    points = candidates[1:].numpy()[selected]
+    expected = (w[selected][members] @ points[members]) / w[selected][members].sum()
+    np.testing.assert_allclose(new.centre.numpy(), expected, rtol=1e-12, atol=1e-12)
+    same = es.tell(state, config, candidates, losses, features=candidates)
+    assert torch.equal(same.centre, es.tell(state, config, candidates, losses).centre)
+
+
+def test_features_are_checked():
+    config = es.Config(popsize=4)
+    state = es.init(torch.zeros(2, dtype=torch.float64), 1.0, config)
+    candidates = es.ask(state, config, torch.Generator().manual_seed(0))
+    losses = torch.arange(5, dtype=torch.float64)
+    for bad in (torch.zeros(4, 3), torch.zeros(5), "features"):
+        with pytest.raises(ValueError, match=r"features must be a \(5, F\) tensor"):
+            es.tell(state, config, candidates, losses, features=bad)
+    with pytest.raises(ValueError, match="only with average=True"):
+        es.tell(state, es.Config(popsize=4, average=False), candidates, losses, features=torch.zeros(5, 3))
+
+
 def test_averaging_and_the_plain_update_really_differ():
     x0 = torch.full((6,), 1.0, dtype=torch.float64)
     a = run(rosenbrock, x0, 0.5, es.Config(average=True), 5)[0][-1]

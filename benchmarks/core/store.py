@@ -21,7 +21,16 @@ from typing import Any
 
 from .registry import method_version
 
-__all__ = ["PROTOCOL", "RESULTS_FILE", "run_config", "config_hash", "run_key", "record_key", "ResultStore"]
+__all__ = [
+    "PROTOCOL",
+    "RESULTS_FILE",
+    "run_config",
+    "config_hash",
+    "hash_config",
+    "run_key",
+    "record_key",
+    "ResultStore",
+]
 
 PROTOCOL = 2  # bump when the measurement protocol or a task definition changes
 RESULTS_FILE = "results.jsonl"
@@ -34,7 +43,12 @@ def run_config(optimizer: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def config_hash(optimizer: str, options: dict[str, Any]) -> str:
     """Hash of :func:`run_config` (``options``: the effective ones, see ``effective_options``)."""
-    text = json.dumps(run_config(optimizer, options), sort_keys=True, default=str)
+    return hash_config(run_config(optimizer, options))
+
+
+def hash_config(config: dict[str, Any]) -> str:
+    """The key part of any run's config: 12 hex digits of the SHA-256 of its sorted JSON."""
+    text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -112,6 +112,11 @@ class Peer:
         """The library's current global step size, when it has one (NaN otherwise)."""
         return math.nan
 
+    def should_stop(self) -> bool:
+        """The library's own termination criteria (what a restart strategy restarts on); False
+        for a library without them."""
+        return False
+
 
 def build_peer(
     name: str, peer_cls: type[Peer], settings: dict[str, Any], x0: Tensor, seed: int, budget: int, **overrides: Any

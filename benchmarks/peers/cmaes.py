@@ -52,6 +52,9 @@ class CmaesPeer(Peer):
     def step_size(self):
         return float(getattr(self.es, "_sigma", math.nan))  # cmaes keeps sigma private
 
+    def should_stop(self):
+        return bool(self.es.should_stop())
+
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "cmaes-cma": {"library": "cmaes", "class": "CMA", "sigma": 0.3, "popsize": None},

@@ -1,0 +1,122 @@
+"""Where the topology pays, part 1: the largest component on BBOB's multimodal functions.
+
+    python -m benchmarks.studies.topology_bbob [--out DIR] [--instances 1-8]
+
+The centre mode (:mod:`tdopt.es`) and the literal population mode (:mod:`tdopt.literal`, persistent
+members, the survivors' largest component replaced by its average) on the multimodal functions
+whose selected points can straddle several basins: Rastrigin (f15), Schwefel (f20), Gallagher's
+101 and 21 peaks (f21, f22) and Lunacek's bi-Rastrigin (f24), in D = 5 and 10, at the default
+population and at 64, one run per instance (COCO's protocol of :mod:`benchmarks.families.bbob`,
+without restarts so that the recombination alone differs), 2,000 · D evaluations.
+
+The radius rules are the radius sweep's (:mod:`.radius_design`) less its fixed radii: a BBOB run's
+step size shrinks by eight orders of magnitude, so one fixed radius joins every member early and
+none late; the quantile rules are the fixed fractions of each generation's own death times. The
+baselines are the two ends: no averaging, and every selected member averaged (the same thing in the
+centre mode, where ``average=False`` averages every selected child). The measure is the ECDF at the
+budget (the fraction of the 51 targets reached) per run; :mod:`benchmarks.report.topology` judges.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import tdopt
+from tdopt import es, literal
+
+from ..core.machine import machine_info, single_thread
+from ..core.paths import RESULTS_DIR
+from ..core.store import RESULTS_FILE, ResultStore, hash_config, run_key
+from ..families.bbob import SIGMA0, BudgetedProblem, Solver, problem_id, run_chunk
+
+__all__ = ["FUNCTIONS", "DIMS", "POPSIZES", "RULES", "MODES", "settings", "main"]
+
+OUT = RESULTS_DIR / "topology"
+FUNCTIONS = (15, 20, 21, 22, 24)
+DIMS = (5, 10)
+POPSIZES: tuple[int | None, ...] = (None, 64)
+BUDGET_PER_DIM = 2000
+RULES: dict[str, dict[str, Any]] = {
+    "no averaging": {"average": False},
+    "auto q=0.25": {"quantile": 0.25},
+    "auto q=0.5": {"quantile": 0.5},
+    "auto q=0.75": {"quantile": 0.75},
+    "auto q=0.9 (default)": {},
+    "gap": {"radius": "gap"},
+    "all selected (r=1e9)": {"radius": 1e9},
+}
+MODES = {"centre": es, "population": literal}
+
+
+def settings() -> list[tuple[str, dict[str, Any]]]:
+    """``(name, config)`` of every compared setting; in the centre mode "all selected" is
+    ``average=False`` itself, so it runs once."""
+    out = []
+    for mode in MODES:
+        for popsize in POPSIZES:
+            for rule, options in RULES.items():
+                if mode == "centre" and rule == "all selected (r=1e9)":
+                    continue
+                name = f"{mode} | λ={popsize or 'default'} | {rule}"
+                config = {"protocol": "topology-bbob-1", "optimizer": "tdopt", "mode": mode, "rule": rule}
+                config |= {"options": {"popsize": popsize, **options}, "version": tdopt.ALGORITHM_VERSION}
+                out.append((name, config))
+    return out
+
+
+def solver(mode: str, options: dict[str, Any]) -> Solver:
+    """One run of ``mode``'s strategy from ``x0`` with :data:`SIGMA0`, no restarts."""
+    strategy = MODES[mode]
+
+    def solve(f: BudgetedProblem, x0: np.ndarray, seed: int) -> None:
+        config = es.Config(**options)
+        state = strategy.init(torch.as_tensor(x0, dtype=torch.float64), SIGMA0, config)
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            candidates = strategy.ask(state, config, generator)
+            state = strategy.tell(state, config, candidates, torch.as_tensor(f.batch(candidates)))
+
+    return solve
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.studies.topology_bbob", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--out", type=Path, default=OUT, help="results directory (default %(default)s)")
+    parser.add_argument("--instances", default="1-8", help="bbob instances, one run each (default %(default)s)")
+    parser.add_argument("--part", default="0/1", help="K/N: run every N-th setting from the K-th (parallel workers)")
+    args = parser.parse_args(argv)
+    lo, _, hi = args.instances.partition("-")
+    instances = tuple(range(int(lo), int(hi or lo) + 1))
+    part, parts = (int(v) for v in args.part.split("/"))
+    store = ResultStore(args.out / RESULTS_FILE)
+    done, machine = store.keys(), machine_info()
+    for dim in DIMS:
+        for function in FUNCTIONS:
+            for name, config in settings()[part::parts]:
+                budget, chash = BUDGET_PER_DIM * dim, hash_config(config)
+                todo = tuple(
+                    i for i in instances if run_key(problem_id(function, i, dim), name, i, budget, chash) not in done
+                )
+                if not todo:
+                    continue
+                with single_thread():
+                    options = config["options"]
+                    records = run_chunk(name, solver(config["mode"], options), config, dim, function, todo, budget)
+                for r in records:
+                    store.append(r | {"machine": machine})
+                reached = np.mean([sum(t is not None for t in r["runtimes"]) / len(r["runtimes"]) for r in records])
+                print(f"f{function:<2} D={dim:<2} {name:<48} targets {reached:.3f}", flush=True)
+    from ..report.topology import write_report
+
+    print(write_report(args.out))
+
+
+if __name__ == "__main__":
+    main()
