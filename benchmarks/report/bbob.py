@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.store import RESULTS_FILE, ResultStore
 
-__all__ = ["GROUPS", "ecdf", "latest_runs", "verdicts", "write_report", "ecdf_table"]
+__all__ = ["GROUPS", "ecdf", "reached", "latest_runs", "verdicts", "write_report", "ecdf_table"]
 
 GROUPS: dict[str, tuple[int, ...]] = {
     "separable (f1–f5)": tuple(range(1, 6)),
@@ -46,6 +46,11 @@ def ecdf(runs: list[dict[str, Any]], budgets: np.ndarray) -> np.ndarray:
     return (times[None, :] <= budgets[:, None]).mean(axis=1)
 
 
+def reached(runs: list[dict[str, Any]]) -> float:
+    """The fraction of the (run, target) pairs reached at all: the ECDF at each run's own budget."""
+    return float(np.mean([t is not None for r in runs for t in r["runtimes"]]))
+
+
 def _select(runs: dict, optimizer: str, dim: int, functions: tuple[int, ...]) -> list[dict[str, Any]]:
     return [r for (o, _), r in runs.items() if o == optimizer and r["dim"] == dim and r["function"] in functions]
 
@@ -53,9 +58,7 @@ def _select(runs: dict, optimizer: str, dim: int, functions: tuple[int, ...]) ->
 def fraction_at_budget(runs: dict, optimizer: str, dim: int, functions: tuple[int, ...]) -> float:
     """The ECDF value at each run's own budget (``BUDGET_PER_DIM * D``)."""
     chosen = _select(runs, optimizer, dim, functions)
-    if not chosen:
-        return float("nan")
-    return float(ecdf(chosen, np.array([chosen[0]["budget"]]))[0])
+    return reached(chosen) if chosen else float("nan")
 
 
 def ecdf_table(runs: dict, optimizers: list[str], dims: list[int], functions: tuple[int, ...]) -> list[str]:

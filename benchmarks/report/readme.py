@@ -306,9 +306,68 @@ def radius_section() -> str:
     return readme_section() if (OUT / "runs.jsonl").exists() else ""
 
 
+def bbob_section() -> str:
+    """The BBOB family: the ECDF at the budget per dimension over all functions, the issue's checks
+    and the ECDF figure, from ``benchmarks/results/bbob`` (when it exists)."""
+    from . import bbob
+
+    folder = RESULTS / "bbob"
+    if not (folder / "results.jsonl").exists():
+        return ""
+    runs = bbob.latest_runs(ResultStore(folder / "results.jsonl").load())
+    optimizers = sorted({o for o, _ in runs}, key=lambda o: (o != "tdopt", o))
+    dims = sorted({r["dim"] for r in runs.values()})
+    instances = sorted({r["instance"] for r in runs.values()})
+    return "\n".join(
+        [
+            "### Black-box: COCO's bbob suite (`benchmarks/results/bbob/results.jsonl`)",
+            "",
+            f"{len(runs)} runs: the 24 bbob functions in D = {', '.join(map(str, dims))}, instances"
+            f" {', '.join(map(str, instances))}, one run each, a budget of 10^4 · D evaluations, restarts with a"
+            " growing population (`benchmarks/families/bbob.py`). A cell is COCO's ECDF at the budget: the fraction of"
+            " the 51 targets (10^2 .. 10^-8 above the optimum) per (function, instance) reached.",
+            "",
+            *bbob.ecdf_table(runs, optimizers, dims, tuple(range(1, 25))),
+            "",
+            "The issue's checks (tdopt against SepCMA-IPOP on every function, CMA-IPOP on the separable and the"
+            " weakly-structured multimodal groups):",
+            "",
+            *bbob.verdicts(runs, dims),
+            "",
+            f"![bbob ECDFs]({_rel(folder / 'ecdf.png')})",
+            "",
+            f"Every function group: [{_rel(folder / 'RESULTS.md')}]({_rel(folder / 'RESULTS.md')}).",
+        ]
+    )
+
+
+def topology_section() -> str:
+    """Where the topology pays: the two studies' verdicts and plots (when their results exist)."""
+    from . import topology
+
+    studies = (
+        ("topology", "multimodal bbob functions, centre and population modes (`benchmarks.studies.topology_bbob`)"),
+        ("topology-outputs", "distances by outputs or per-sample losses (`benchmarks.studies.topology_outputs`)"),
+    )
+    lines = ["### Where the topology pays", "", topology.__doc__.split("\n\n", 1)[1].strip(), ""]
+    found = False
+    for folder, what in studies:
+        path = RESULTS / folder / "results.jsonl"
+        if not path.exists():
+            continue
+        found = True
+        wins, ties, losses = topology.tally(topology.cells(ResultStore(path).load()))
+        lines += [f"**{what}**: {topology.verdict_line(wins, ties, losses)}", ""]
+        lines += [*(f"- wins: {w}" for w in wins), *([""] if wins else [])]
+        lines += [f"![{folder}]({_rel(RESULTS / folder / 'topology.png')})", ""]
+        lines += [f"Tables: [{_rel(RESULTS / folder / 'TOPOLOGY.md')}]({_rel(RESULTS / folder / 'TOPOLOGY.md')}).", ""]
+    return "\n".join(lines).strip() if found else ""
+
+
 def section() -> str:
     parts = [benchmark_section(), digits_section(), family_section("minibatch"), family_section("rl")]
-    parts += [ablation_section(), radius_section(), tuning_section(), performance_section()]
+    parts += [bbob_section(), ablation_section(), radius_section(), topology_section()]
+    parts += [tuning_section(), performance_section()]
     parts.append(
         "Everything on performance (PopulationLoss methods, TDOpt.step, the cmaes peers): [docs/performance.md]"
         "(docs/performance.md)."
@@ -358,10 +417,32 @@ def headline_section() -> str:
         lines.append(
             f"| {task} ({first['budget']:,} {unit}) | {label} | {ours} | {theirs} | {', '.join(gradient) or '—'} |"
         )
+    lines += bbob_headline_row()
     plot = RESULTS / "minibatch" / "digits-mb.png"
     if plot.exists():
         lines += ["", f"![digits-mb: the minibatch loop]({_rel(plot)})"]
     return "\n".join(lines)
+
+
+def bbob_headline_row() -> list[str]:
+    """The black-box family's row of the headline table: the ECDF at the budget over every
+    function and dimension (tdopt and the best peer)."""
+    from . import bbob
+
+    path = RESULTS / "bbob" / "results.jsonl"
+    if not path.exists():
+        return []
+    runs = bbob.latest_runs(ResultStore(path).load())
+    by_optimizer: dict[str, list[dict]] = {}
+    for (optimizer, _), r in runs.items():
+        by_optimizer.setdefault(optimizer, []).append(r)
+    if "tdopt" not in by_optimizer:
+        return []
+    value = {o: bbob.reached(rs) for o, rs in by_optimizer.items()}
+    best = max((o for o in value if o != "tdopt"), key=value.__getitem__, default=None)
+    theirs = f"{value[best]:.3f} (`{best}`)" if best else "—"
+    label = "fraction of (function, instance, target) reached"
+    return [f"| bbob, 24 functions, D 2–40 (10^4 · D evaluations) | {label} | {value['tdopt']:.3f} | {theirs} | — |"]
 
 
 def render(readme: str) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.store import RESULTS_FILE, ResultStore
 
-__all__ = ["BASELINES", "score", "cells", "judge", "write_report"]
+__all__ = ["BASELINES", "score", "cells", "judge", "tally", "plot", "write_report"]
 
 BASELINES = ("no averaging", "all selected (r=1e9)")
 
@@ -83,32 +83,78 @@ def _table(group: dict, rules: list[str]) -> list[str]:
     return lines
 
 
+def tally(data: dict) -> tuple[list[str], int, int]:
+    """The winning (mode, population, problem, rule) cells, and the numbers of ties and losses."""
+    wins, ties, losses = [], 0, 0
+    for (mode, population, problem), rules in data.items():
+        for rule, verdict in judge(rules).items():
+            wins += [f"{mode}, {population}, {problem}: {rule}"] if verdict == "wins" else []
+            ties += verdict == "tie"
+            losses += verdict == "loses"
+    return wins, ties, losses
+
+
+def plot(data: dict, path: Path) -> Path:
+    """One panel per (mode, population): each radius rule's mean paired difference to the better
+    baseline per problem, with twice its standard error (above 0 and clear of it: a win)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((m, p) for m, p, _ in data))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, (mode, population) in zip(axes[0], panels, strict=True):
+        problems = sorted(p for m, pop, p in data if (m, pop) == (mode, population))
+        rules = [
+            r for r in dict.fromkeys(r for p in problems for r in data[(mode, population, p)]) if r not in BASELINES
+        ]
+        for k, rule in enumerate(rules):
+            xs, ys, es = [], [], []
+            for i, problem in enumerate(problems):
+                group = data[(mode, population, problem)]
+                if rule not in group:
+                    continue
+                base = max((b for b in BASELINES if b in group), key=lambda b: np.mean(list(group[b].values())))
+                mean, se = _paired(group[rule], group[base])
+                xs.append(i + (k - len(rules) / 2) * 0.8 / len(rules))
+                ys.append(mean)
+                es.append(2 * se)
+            ax.errorbar(xs, ys, yerr=es, fmt="o", ms=4, capsize=2, label=rule)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(problems)), [p.replace("bbob_", "") for p in problems], rotation=45, fontsize=7)
+        ax.set_title(f"{mode} mode, {population}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("score − better baseline (± 2 SE)")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(out: str | os.PathLike[str], title: str = "Where the topology pays") -> Path:
-    """``TOPOLOGY.md`` of ``out/results.jsonl``: per mode and population, the mean score of each
-    rule per problem (▲ wins, ▼ loses), and the verdict computed from them."""
+    """``TOPOLOGY.md`` and ``topology.png`` of ``out/results.jsonl``: per mode and population, the
+    mean score of each rule per problem (▲ wins, ▼ loses), and the verdict computed from them."""
     out = Path(out)
     records = ResultStore(out / RESULTS_FILE).load()
     data = cells(records)
-    rules = list(dict.fromkeys(r["config"]["rule"] for r in records))
-    lines = [
-        f"# {title}",
-        "",
-        f"Generated from `{RESULTS_FILE}` by `benchmarks.report.topology`; do not edit by hand.",
-        "",
-    ]
-    lines += [__doc__.split("\n\n", 1)[1].strip(), ""]
-    wins, losses, ties = [], 0, 0
+    header = f"Generated from `{RESULTS_FILE}` by `benchmarks.report.topology`; do not edit by hand."
+    lines = [f"# {title}", "", header, "", __doc__.split("\n\n", 1)[1].strip(), "", "![topology](topology.png)", ""]
     for mode, population in dict.fromkeys((m, p) for m, p, _ in data):
         group = {p: rs for (m, pop, p), rs in data.items() if (m, pop) == (mode, population)}
+        rules = list(dict.fromkeys(r for rs in group.values() for r in rs))
         lines += [f"## {mode} mode, population {population}", "", *_table(group, rules), ""]
-        for problem, rs in group.items():
-            for rule, verdict in judge(rs).items():
-                wins += [f"{mode}, {population}, {problem}: {rule}"] if verdict == "wins" else []
-                losses += verdict == "loses"
-                ties += verdict == "tie"
-    verdict = "Yes" if wins else "No"
-    lines += ["## Verdict", "", f"**{verdict}.** Radius rules against both baselines: {len(wins)} wins, {ties} ties,"
-              f" {losses} losses.", "", *(f"- wins: {w}" for w in wins), ""]  # fmt: skip
+    wins, ties, losses = tally(data)
+    lines += ["## Verdict", "", verdict_line(wins, ties, losses), "", *(f"- wins: {w}" for w in wins), ""]
+    if data:
+        plot(data, out / "topology.png")
     path = out / "TOPOLOGY.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def verdict_line(wins: list[str], ties: int, losses: int) -> str:
+    """The answer in one sentence, from the tally."""
+    answer = "Yes" if wins else "No"
+    return f"**{answer}.** Radius rules against both baselines: {len(wins)} wins, {ties} ties, {losses} losses."
