@@ -117,7 +117,8 @@ def run_parser() -> argparse.ArgumentParser:
             "Benchmark tdopt against gradient and derivative-free optimizers. Results are appended to "
             "OUT/results.jsonl as each run finishes; runs already there (same task, optimizer, options, "
             "version, seed, budget) are skipped, so rerunning a command resumes it. Tables, plots and "
-            "RESULTS.md go to OUT; the tables are printed next to the published ones. "
+            "RESULTS.md go to OUT; the tables are printed next to the published ones. The quick preset also runs a "
+            "slice of COCO's bbob suite (benchmarks.families.bbob.QUICK) into OUT/bbob. "
             "Subcommands: report --out DIR | references | tune ... | speed ... | bbob run|report ..."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -253,9 +253,10 @@ def _read_runs(folder: Path, name: str, config: dict[str, Any], budget: int) -> 
 def run_selection(
     optimizers: list[str], dims: list[int], functions: list[int], instances: list[int], per_dim: int, out: Path
 ) -> None:
-    """Every (optimizer, dimension, function) chunk not yet stored in ``out``, appended as it ends."""
+    """Every (optimizer, dimension, function) chunk not yet stored in ``out``, appended as it ends.
+    The store is read again before each chunk, so several processes can share one ``out`` (each
+    skips what another has stored)."""
     store = ResultStore(out / RESULTS_FILE)
-    done = store.keys()
     stamp = {"machine": machine_info(), "versions": versions()}
     for dim in dims:
         for function in functions:
@@ -263,6 +264,7 @@ def run_selection(
                 config = optimizer_config(optimizer)
                 chash = hash_config(config)
                 keys = {i: run_key(problem_id(function, i, dim), optimizer, i, per_dim * dim, chash) for i in instances}
+                done = store.keys()
                 todo = tuple(i for i in instances if keys[i] not in done)
                 if not todo:
                     continue

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.store import RESULTS_FILE, ResultStore
 
-__all__ = ["GROUPS", "ecdf", "reached", "latest_runs", "verdicts", "write_report", "ecdf_table"]
+__all__ = ["GROUPS", "ecdf", "reached", "per_dim_budget", "latest_runs", "verdicts", "write_report", "ecdf_table"]
 
 GROUPS: dict[str, tuple[int, ...]] = {
     "separable (f1–f5)": tuple(range(1, 6)),
@@ -122,6 +122,11 @@ def plot_ecdfs(runs: dict, optimizers: list[str], dims: list[int], path: Path) -
     return path
 
 
+def per_dim_budget(runs: dict) -> int:
+    """The budget per dimension of the runs (one for a whole results directory)."""
+    return next((r["budget"] // r["dim"] for r in runs.values()), 0)
+
+
 def write_report(out: str | os.PathLike[str]) -> Path:
     """``RESULTS.md`` and ``ecdf.png`` of ``out/results.jsonl``; returns the RESULTS.md path."""
     out = Path(out)
@@ -135,8 +140,8 @@ def write_report(out: str | os.PathLike[str]) -> Path:
         " do not edit by hand. Protocol: `benchmarks/families/bbob.py`.",
         "",
         f"{len(runs)} runs. Each cell: the fraction of COCO's 51 targets (10^2 .. 10^-8 above f_opt) per"
-        " (function, instance) reached within the budget of 10^4 · D evaluations (the ECDF at the budget;"
-        " bold: the best in its column).",
+        f" (function, instance) reached within the budget of {per_dim_budget(runs):,} · D evaluations (the ECDF at the"
+        " budget; bold: the best in its column).",
         "",
         "![ECDFs](ecdf.png)",
         "",

@@ -323,9 +323,10 @@ def bbob_section() -> str:
             "### Black-box: COCO's bbob suite (`benchmarks/results/bbob/results.jsonl`)",
             "",
             f"{len(runs)} runs: the 24 bbob functions in D = {', '.join(map(str, dims))}, instances"
-            f" {', '.join(map(str, instances))}, one run each, a budget of 10^4 · D evaluations, restarts with a"
-            " growing population (`benchmarks/families/bbob.py`). A cell is COCO's ECDF at the budget: the fraction of"
-            " the 51 targets (10^2 .. 10^-8 above the optimum) per (function, instance) reached.",
+            f" {', '.join(map(str, instances))}, one run each, a budget of {bbob.per_dim_budget(runs):,} · D"
+            " evaluations, restarts with a growing population (`benchmarks/families/bbob.py`). A cell is COCO's"
+            " ECDF at the budget: the fraction of the 51 targets (10^2 .. 10^-8 above the optimum) per"
+            " (function, instance) reached.",
             "",
             *bbob.ecdf_table(runs, optimizers, dims, tuple(range(1, 25))),
             "",

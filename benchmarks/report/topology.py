@@ -3,10 +3,10 @@ component beat both ends, no averaging and every selected member averaged?
 
 A setting's measure per run is its record's ``score`` (larger is better; for BBOB runs the
 fraction of the 51 targets reached within the budget). Runs of different settings on the same
-problem share the problem and the seed, so settings are compared by paired differences: a radius
-rule *wins* a cell (mode, population, problem) when its mean paired difference to each baseline
-exceeds twice that difference's standard error (beyond the spread of the runs), and *loses* when
-it falls below minus twice the standard error against either baseline.
+problem share the problem and the seed, so settings are compared seed by seed: a radius rule
+*wins* a cell (mode, population, problem) when it scores higher than each baseline on every seed
+(beyond the seed spread: by chance at most 2^-n per baseline with n seeds), and *loses* when it
+scores lower than either baseline on every seed.
 """
 
 from __future__ import annotations
@@ -44,12 +44,16 @@ def cells(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str,
 
 
 def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float]:
-    """Mean and standard error of ``a - b`` over their common seeds."""
-    common = sorted(set(a) & set(b))
-    diff = np.array([a[s] - b[s] for s in common])
+    """Mean and standard error of ``a - b`` over their common seeds (the plot's error bars)."""
+    diff = _differences(a, b)
     if diff.size < 2:
         return float("nan"), float("nan")
     return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+
+
+def _differences(a: dict[int, float], b: dict[int, float]) -> np.ndarray:
+    """``a - b`` seed by seed over their common seeds."""
+    return np.array([a[s] - b[s] for s in sorted(set(a) & set(b))])
 
 
 def judge(rules: dict[str, dict[int, float]]) -> dict[str, str]:
@@ -59,10 +63,10 @@ def judge(rules: dict[str, dict[int, float]]) -> dict[str, str]:
     for rule, scores in rules.items():
         if rule in BASELINES or not baselines:
             continue
-        diffs = [_paired(scores, b) for b in baselines]
-        if all(m > 2 * se for m, se in diffs):
+        diffs = [_differences(scores, b) for b in baselines]
+        if all(d.size >= 2 and bool((d > 0).all()) for d in diffs):
             verdicts[rule] = "wins"
-        elif any(m < -2 * se for m, se in diffs):
+        elif any(d.size >= 2 and bool((d < 0).all()) for d in diffs):
             verdicts[rule] = "loses"
         else:
             verdicts[rule] = "tie"

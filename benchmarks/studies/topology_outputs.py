@@ -37,7 +37,9 @@ from ..core.tasks import Task
 __all__ = ["TASKS", "SPACES", "RULES", "settings", "run", "main"]
 
 OUT = RESULTS_DIR / "topology-outputs"
-TASKS = {"two-moons": 3000, "two-moons-step": 3000, "digits": 5000}  # budget in evaluations
+# budgets in evaluations, short of where every setting reaches the same test accuracy (two-moons is
+# at 0.998 for all of them by 3,000)
+TASKS = {"two-moons": 1000, "two-moons-step": 1500, "digits": 3000}
 POPSIZES: tuple[int | None, ...] = (None, 64)
 SPACES = ("weights", "outputs", "per-sample losses")
 RULES: dict[str, dict[str, Any]] = {"auto q=0.5": {"quantile": 0.5}, "auto q=0.9 (default)": {}}
