@@ -92,3 +92,18 @@ def test_tdopt_config_is_keyed_on_the_algorithm_version():
 
     config = bbob.optimizer_config("tdopt")
     assert config["version"] == f"algorithm {tdopt.ALGORITHM_VERSION}" and config["options"]["sigma0"] == bbob.SIGMA0
+
+
+def test_a_screen_win_counts_only_when_the_fresh_seeds_confirm_it():
+    def stage(rule, seeds, value, name):
+        return [_topology_record(rule, s, value + 0.01 * k) | {"stage": name} for k, s in enumerate(seeds)]
+
+    records = stage("no averaging", range(5), 0.5, "screen") + stage("lucky", range(5), 0.6, "screen")
+    records += stage("real", range(5), 0.7, "screen")
+    assert topology.confirmed(records) == {("centre", "λ=default", "t", r): "not run" for r in ("lucky", "real")}
+    records += stage("no averaging", range(5, 10), 0.5, "confirm") + stage("lucky", range(5, 10), 0.4, "confirm")
+    records += stage("real", range(5, 10), 0.7, "confirm")
+    verdicts = topology.confirmed(records)
+    assert verdicts[("centre", "λ=default", "t", "lucky")] == "loses"
+    assert verdicts[("centre", "λ=default", "t", "real")] == "wins"
+    assert topology.verdict_lines(records)[0].startswith("**Yes.**")

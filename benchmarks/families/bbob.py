@@ -23,8 +23,9 @@ The optimizers (:data:`OPTIMIZERS`):
   (the IPOP loop of the cmaes README);
 * ``pycma-bipop``: ``cma.fmin2(..., restarts=RESTARTS, bipop=True)``, pycma's own BIPOP driver;
 * ``ng-ngopt``: nevergrad's NGOpt through the benchmark's nevergrad adapter (its own portfolio,
-  no restarts). It costs about 1 ms of overhead per evaluation here and its choice for D >= 40
-  fails under NumPy >= 2.4, so it is not in the default selection.
+  no restarts). Not in the default selection: at these budgets NGOpt picks its MetaModel, which
+  fails under NumPy >= 2.4 (nevergrad 1.0.12: a ``TypeError`` in ``ask``, reported as the adapter's
+  ``PeerFailure``), and it costs about 1 ms of overhead per evaluation here.
 """
 
 from __future__ import annotations

@@ -357,9 +357,7 @@ def topology_section() -> str:
         if not path.exists():
             continue
         found = True
-        wins, ties, losses = topology.tally(topology.cells(ResultStore(path).load()))
-        lines += [f"**{what}**: {topology.verdict_line(wins, ties, losses)}", ""]
-        lines += [*(f"- wins: {w}" for w in wins), *([""] if wins else [])]
+        lines += [f"**{what}**", "", *topology.verdict_lines(ResultStore(path).load()), ""]
         lines += [f"![{folder}]({_rel(RESULTS / folder / 'topology.png')})", ""]
         lines += [f"Tables: [{_rel(RESULTS / folder / 'TOPOLOGY.md')}]({_rel(RESULTS / folder / 'TOPOLOGY.md')}).", ""]
     return "\n".join(lines).strip() if found else ""

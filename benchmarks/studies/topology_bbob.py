@@ -1,13 +1,14 @@
 """Where the topology pays, part 1: the largest component on BBOB's multimodal functions.
 
-    python -m benchmarks.studies.topology_bbob [--out DIR] [--instances 1-8]
+    python -m benchmarks.studies.topology_bbob [--out DIR] [--part K/N] [--confirm]
 
 The centre mode (:mod:`tdopt.es`) and the literal population mode (:mod:`tdopt.literal`, persistent
 members, the survivors' largest component replaced by its average) on the multimodal functions
 whose selected points can straddle several basins: Rastrigin (f15), Schwefel (f20), Gallagher's
 101 and 21 peaks (f21, f22) and Lunacek's bi-Rastrigin (f24), in D = 5 and 10, at the default
 population and at 64, one run per instance (COCO's protocol of :mod:`benchmarks.families.bbob`,
-without restarts so that the recombination alone differs), 2,000 · D evaluations.
+without restarts so that the recombination alone differs), 2,000 · D evaluations; instances 1-8
+screen, and each winning cell is run again on instances 9-16 (the confirmation).
 
 The radius rules are the radius sweep's (:mod:`.radius_design`) less its fixed radii: a BBOB run's
 step size shrinks by eight orders of magnitude, so one fixed radius joins every member early and
@@ -33,6 +34,7 @@ from ..core.machine import machine_info, single_thread
 from ..core.paths import RESULTS_DIR
 from ..core.store import RESULTS_FILE, ResultStore, hash_config, run_key
 from ..families.bbob import SIGMA0, BudgetedProblem, Solver, problem_id, run_chunk
+from ..report.topology import BASELINES, to_confirm
 
 __all__ = ["FUNCTIONS", "DIMS", "POPSIZES", "RULES", "MODES", "settings", "main"]
 
@@ -41,6 +43,8 @@ FUNCTIONS = (15, 20, 21, 22, 24)
 DIMS = (5, 10)
 POPSIZES: tuple[int | None, ...] = (None, 64)
 BUDGET_PER_DIM = 2000
+SCREEN_INSTANCES = tuple(range(1, 9))
+CONFIRM_INSTANCES = tuple(range(9, 17))  # fresh instances for the screen's wins
 RULES: dict[str, dict[str, Any]] = {
     "no averaging": {"average": False},
     "auto q=0.25": {"quantile": 0.25},
@@ -84,35 +88,58 @@ def solver(mode: str, options: dict[str, Any]) -> Solver:
     return solve
 
 
+def run_settings(
+    store: ResultStore,
+    chosen: list[tuple[str, dict[str, Any]]],
+    dim: int,
+    function: int,
+    instances: tuple[int, ...],
+    stage: str,
+) -> None:
+    """The runs of ``chosen`` settings on one (function, dimension) not yet in ``store``."""
+    machine = machine_info()
+    for name, config in chosen:
+        budget, chash = BUDGET_PER_DIM * dim, hash_config(config)
+        done = store.keys()
+        todo = tuple(i for i in instances if run_key(problem_id(function, i, dim), name, i, budget, chash) not in done)
+        if not todo:
+            continue
+        with single_thread():
+            records = run_chunk(name, solver(config["mode"], config["options"]), config, dim, function, todo, budget)
+        for r in records:
+            store.append(r | {"machine": machine, "stage": stage})
+        reached = np.mean([sum(t is not None for t in r["runtimes"]) / len(r["runtimes"]) for r in records])
+        print(f"{stage:<7} f{function:<2} D={dim:<2} {name:<48} targets {reached:.3f}", flush=True)
+
+
+def confirm(store: ResultStore) -> None:
+    """Each of the screen's wins again, with its baselines, on :data:`CONFIRM_INSTANCES`."""
+    for mode, population, problem, rule in to_confirm(store.load()):
+        function, dim = int(problem[6:9]), int(problem[11:13])  # bbob_f015_d05
+        chosen = [
+            (name, config)
+            for name, config in settings()
+            if name.startswith(f"{mode} | {population} |") and config["rule"] in (rule, *BASELINES)
+        ]
+        run_settings(store, chosen, dim, function, CONFIRM_INSTANCES, "confirm")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.studies.topology_bbob", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--out", type=Path, default=OUT, help="results directory (default %(default)s)")
-    parser.add_argument("--instances", default="1-8", help="bbob instances, one run each (default %(default)s)")
     parser.add_argument("--part", default="0/1", help="K/N: run every N-th setting from the K-th (parallel workers)")
+    parser.add_argument("--confirm", action="store_true", help="only the confirmation of the screen's wins")
     args = parser.parse_args(argv)
-    lo, _, hi = args.instances.partition("-")
-    instances = tuple(range(int(lo), int(hi or lo) + 1))
     part, parts = (int(v) for v in args.part.split("/"))
     store = ResultStore(args.out / RESULTS_FILE)
-    done, machine = store.keys(), machine_info()
-    for dim in DIMS:
-        for function in FUNCTIONS:
-            for name, config in settings()[part::parts]:
-                budget, chash = BUDGET_PER_DIM * dim, hash_config(config)
-                todo = tuple(
-                    i for i in instances if run_key(problem_id(function, i, dim), name, i, budget, chash) not in done
-                )
-                if not todo:
-                    continue
-                with single_thread():
-                    options = config["options"]
-                    records = run_chunk(name, solver(config["mode"], options), config, dim, function, todo, budget)
-                for r in records:
-                    store.append(r | {"machine": machine})
-                reached = np.mean([sum(t is not None for t in r["runtimes"]) / len(r["runtimes"]) for r in records])
-                print(f"f{function:<2} D={dim:<2} {name:<48} targets {reached:.3f}", flush=True)
+    if not args.confirm:
+        for dim in DIMS:
+            for function in FUNCTIONS:
+                run_settings(store, settings()[part::parts], dim, function, SCREEN_INSTANCES, "screen")
+    if part == 0:
+        confirm(store)
     from ..report.topology import write_report
 
     print(write_report(args.out))

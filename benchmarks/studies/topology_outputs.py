@@ -1,6 +1,6 @@
 """Where the topology pays, part 2: distances between members by what they compute.
 
-    python -m benchmarks.studies.topology_outputs [--out DIR] [--seeds 5]
+    python -m benchmarks.studies.topology_outputs [--out DIR] [--part K/N] [--confirm]
 
 The centre mode's largest component is found among the selected children by their distances in
 weight space (the default), by their outputs on the training batch (logits, ``(N · C,)`` per
@@ -10,7 +10,8 @@ in output space they are neighbours, in weight space they are not. On two-moons,
 hard-threshold net (``two-moons-step``) and digits, full batch, TDOpt's defaults otherwise (the
 step relative to each tensor's RMS), at the default population and at 64, 5 seeds. The measure is
 the centre's test accuracy at the budget; :mod:`benchmarks.report.topology` judges against no
-averaging (every selected child, the same as "all selected" in the centre mode).
+averaging (every selected child, the same as "all selected" in the centre mode): seeds 0-4 screen,
+and each winning cell runs again on seeds 5-9 (the confirmation).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..core.paths import RESULTS_DIR
 from ..core.registry import get_task
 from ..core.store import RESULTS_FILE, ResultStore, hash_config, run_key
 from ..core.tasks import Task
+from ..report.topology import BASELINES, to_confirm
 
 __all__ = ["TASKS", "SPACES", "RULES", "settings", "run", "main"]
 
@@ -43,6 +45,8 @@ TASKS = {"two-moons": 1000, "two-moons-step": 1500, "digits": 3000}
 POPSIZES: tuple[int | None, ...] = (None, 64)
 SPACES = ("weights", "outputs", "per-sample losses")
 RULES: dict[str, dict[str, Any]] = {"auto q=0.5": {"quantile": 0.5}, "auto q=0.9 (default)": {}}
+SCREEN_SEEDS = tuple(range(5))
+CONFIRM_SEEDS = tuple(range(5, 10))  # fresh seeds for the screen's wins
 
 
 def settings() -> list[tuple[str, dict[str, Any]]]:
@@ -92,29 +96,49 @@ def run(task: Task, config: dict[str, Any], seed: int, budget: int) -> dict[str,
     return {"score": measures["test_acc"], **measures, "evals": state.evaluations, "generations": state.generation}
 
 
+def run_settings(
+    store: ResultStore, chosen: list[tuple[str, dict[str, Any]]], name: str, seeds: tuple[int, ...], stage: str
+) -> None:
+    """The runs of ``chosen`` settings on task ``name`` not yet in ``store``."""
+    task, budget, machine = get_task(name), TASKS[name], machine_info()
+    for optimizer, config in chosen:
+        for seed in seeds:
+            if run_key(name, optimizer, seed, budget, hash_config(config)) in store.keys():
+                continue
+            with single_thread():
+                result = run(task, config, seed, budget)
+            record = {"task": name, "optimizer": optimizer, "seed": seed, "budget": budget, "stage": stage}
+            record |= {"config_hash": hash_config(config), "config": config, **result, "machine": machine}
+            store.append(record | {"finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            print(f"{stage:<7} {name:<15} {optimizer:<44} seed {seed} test acc {result['test_acc']:.3f}", flush=True)
+
+
+def confirm(store: ResultStore) -> None:
+    """Each of the screen's wins again, with its baseline, on :data:`CONFIRM_SEEDS`."""
+    for _, population, task, rule in to_confirm(store.load()):
+        chosen = [
+            (name, config)
+            for name, config in settings()
+            if name.startswith(f"centre | {population} |") and config["rule"] in (rule, *BASELINES)
+        ]
+        run_settings(store, chosen, task, CONFIRM_SEEDS, "confirm")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.studies.topology_outputs", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--out", type=Path, default=OUT, help="results directory (default %(default)s)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default %(default)s)")
     parser.add_argument("--part", default="0/1", help="K/N: run every N-th setting from the K-th (parallel workers)")
+    parser.add_argument("--confirm", action="store_true", help="only the confirmation of the screen's wins")
     args = parser.parse_args(argv)
     part, parts = (int(v) for v in args.part.split("/"))
     store = ResultStore(args.out / RESULTS_FILE)
-    done, machine = store.keys(), machine_info()
-    for name, budget in TASKS.items():
-        task = get_task(name)
-        for optimizer, config in settings()[part::parts]:
-            for seed in range(args.seeds):
-                if run_key(name, optimizer, seed, budget, hash_config(config)) in done:
-                    continue
-                with single_thread():
-                    result = run(task, config, seed, budget)
-                record = {"task": name, "optimizer": optimizer, "seed": seed, "budget": budget}
-                record |= {"config_hash": hash_config(config), "config": config, **result, "machine": machine}
-                store.append(record | {"finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-                print(f"{name:<15} {optimizer:<44} seed {seed} test acc {result['test_acc']:.3f}", flush=True)
+    if not args.confirm:
+        for name in TASKS:
+            run_settings(store, settings()[part::parts], name, SCREEN_SEEDS, "screen")
+    if part == 0:
+        confirm(store)
     from ..report.topology import write_report
 
     print(write_report(args.out, "Where the topology pays: distances by what members compute"))
