@@ -389,8 +389,8 @@ def headline_section() -> str:
     """One row per task family: tdopt's default, the best derivative-free peer and the gradient
     optimizers where they apply (medians over seeds of the published runs)."""
     lines = [
-        "Medians over 5 seeds of the published runs, what each optimizer leaves in the model, equal budgets"
-        " (the full tables: [Results](#results)):",
+        "Medians over 5 seeds of the published runs (bbob: over all its runs), what each optimizer leaves in the"
+        " model, equal budgets (the full tables: [Results](#results)):",
         "",
         "| task (budget) | measure | `tdopt` | best derivative-free peer | gradient (SGD, Adam) |",
         "|---|---|---|---|---|",

@@ -146,7 +146,7 @@ def plot(data: dict, path: Path) -> Path:
             xs, ys, es = [], [], []
             for i, problem in enumerate(problems):
                 group = data[(mode, population, problem)]
-                if rule not in group:
+                if rule not in group or not any(b in group for b in BASELINES):
                     continue
                 base = max((b for b in BASELINES if b in group), key=lambda b: np.mean(list(group[b].values())))
                 mean, se = _paired(group[rule], group[base])
@@ -176,7 +176,8 @@ def write_report(out: str | os.PathLike[str], title: str = "Where the topology p
     lines = [f"# {title}", "", header, "", __doc__.split("\n\n", 1)[1].strip(), "", "![topology](topology.png)", ""]
     for mode, population in dict.fromkeys((m, p) for m, p, _ in data):
         group = {p: rs for (m, pop, p), rs in data.items() if (m, pop) == (mode, population)}
-        rules = list(dict.fromkeys(r for rs in group.values() for r in rs))
+        found = {r for rs in group.values() for r in rs}
+        rules = [b for b in BASELINES if b in found] + sorted(found - set(BASELINES))
         lines += [f"## {mode} mode, population {population}", "", *_table(group, rules), ""]
     lines += ["## Verdict", "", *verdict_lines(records), ""]
     if data:
