@@ -1,0 +1,123 @@
+"""docs/algorithm.md's table of the design screens, rendered from their committed raw output.
+
+    python -m benchmarks.report.screens [--check]
+
+The screens that chose algorithm 4's default ran on intermediate code (a temporary switch between
+step-size rules, and ``es.GLOBAL_RATE`` patched); their output is
+``benchmarks/results/screen/design-screens.jsonl``: sections headed by ``# name`` lines, one JSON
+record per (variant, task) with each seed's figure and their median. :data:`ROWS` says which record
+fills each cell; the figures themselves are read, never typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.paths import DOCS_DIR, RESULTS_DIR
+
+__all__ = ["SOURCE", "COLUMNS", "ROWS", "load_sections", "render", "main"]
+
+SOURCE = RESULTS_DIR / "screen" / "design-screens.jsonl"
+DOC = DOCS_DIR / "algorithm.md"
+START, END = "<!-- screens:start -->", "<!-- screens:end -->"
+# (column heading, task in the records)
+COLUMNS = (
+    ("digits @10k", "digits"),
+    ("digits-mb @2k", "digits-mb"),
+    ("CartPole", "CartPole-v1"),
+    ("Pendulum @5k", "Pendulum-v1"),
+    ("two-moons", "two-moons"),
+    ("ellipsoid", "ellipsoid"),
+)
+# (row label, the records that fill it: (section, variant) or (section, kappa, options); a later
+# entry fills only the cells still empty)
+ROWS: tuple[tuple[str, tuple[tuple[Any, ...], ...]], ...] = (
+    ("SNES rates, lr 0.3", (("lr", "lr0.3"),)),
+    ("SNES rates, lr 1.0", (("lr", "lr1.0"), ("p", "snes_1"))),
+    ("lr 1.0, η_σ = 0.1 √D", (("kappa_a", "0.1", {}), ("kappa_b", "0.1", {}))),
+    ("lr 1.0, η_σ = 0.2 √D", (("kappa_a", "0.2", {}), ("kappa_b", "0.2", {}))),
+    ("lr 1.0, η_σ = 0.4 √D", (("k2_c", "k0.4"), ("k2_d", "k0.4"))),
+    ("lr 1.0, η_σ = 0.5 √D", (("diag", "0.5", {}), ("k_d", "k0.5"), ("k2_c", "k0.5"))),
+    ("lr 1.0, η_σ = 0.7 √D", (("k2_c", "k0.7"), ("k2_d", "k0.7"))),
+    ("lr 1.0, SNES + CSA on the common scale", (("csa", "csa1.0"),)),
+    ("popsize 8, lr 1.0", (("pop_d", "p8_1"), ("pop_c", "p8_1"))),
+    ("η_σ = 0.1 √D, `average=False`", (("q_k01b", "noavg"), ("kappa_b", "0.1", {"average": False}))),
+    ("η_σ = 0.1 √D, quantile 0.75", (("q_k01", "q0.75"),)),
+    ("η_σ = 0.1 √D, quantile 0.9 (default)", (("q_k01b", "q0.9"), ("q_k01", "q0.9"))),
+    ("η_σ = 0.1 √D, step toward the component by its weight share", (("mass", "mass-scaled component step"),)),
+)
+
+
+def load_sections(path: Path = SOURCE) -> dict[str, list[dict[str, Any]]]:
+    """``section name -> records`` (the name is the first word of its ``#`` line)."""
+    sections: dict[str, list[dict[str, Any]]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            name = line[1:].split()[0].rstrip(":")
+            sections[name] = []
+        elif line.strip():
+            sections[name].append(json.loads(line))
+    return sections
+
+
+def _matches(record: dict[str, Any], selector: tuple[Any, ...]) -> bool:
+    if len(selector) == 2:
+        return record.get("variant") == selector[1]
+    return record.get("kappa") == selector[1] and record.get("options") == selector[2]
+
+
+def _median(record: dict[str, Any], task: str) -> float:
+    """The record's median; the ``diag`` records (digits) hold test accuracies only."""
+    if "median" in record:
+        return float(record["median"])
+    return statistics.median(v[0] if isinstance(v, list) else v for v in record["values"])
+
+
+def _cell(value: float | None, task: str) -> str:
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "never"
+    if task in ("digits", "digits-mb"):
+        return f"{value:.3f}"
+    return f"{value:,.0f}".replace("-", "−")
+
+
+def render(path: Path = SOURCE) -> str:
+    """The Markdown table (medians of the screens' seeds)."""
+    sections = load_sections(path)
+    head = "| setting (component average at `quantile`, 0.5 unless said) | " + " | ".join(c for c, _ in COLUMNS) + " |"
+    lines = [head, "|---|" + "---|" * len(COLUMNS)]
+    for label, selectors in ROWS:
+        values: dict[str, float] = {}
+        for selector in selectors:
+            for record in sections[selector[0]]:
+                if _matches(record, selector) and record["task"] not in values:
+                    values[record["task"]] = _median(record, record["task"])
+        lines.append(f"| {label} | " + " | ".join(_cell(values.get(t), t) for _, t in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report.screens", description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when docs/algorithm.md's table is out of date")
+    args = parser.parse_args(argv)
+    text = DOC.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{render()}\n{END}{tail}"
+    if args.check:
+        return int(new != text)
+    DOC.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
