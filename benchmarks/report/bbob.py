@@ -91,33 +91,36 @@ def verdicts(runs: dict, dims: list[int]) -> list[str]:
     return ["| functions | dimension | peer | tdopt | peer | tdopt ≥ peer |", "|---|---|---|---|---|---|", *lines]
 
 
-def plot_ecdfs(runs: dict, optimizers: list[str], dims: list[int], path: Path) -> Path:
-    """One panel per dimension: the ECDF over all functions against evaluations / D."""
+def plot_ecdfs(
+    runs: dict, optimizers: list[str], panels: list[tuple[int, str, tuple[int, ...]]], cols: int, path: Path
+) -> Path:
+    """One panel per ``(dimension, label, functions)``: the ECDF of those runs against
+    evaluations / D, tdopt in blue, the peers in greys."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(3, len(dims))
-    rows = -(-len(dims) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     styles = {o: ("tab:blue", 2.6) if o == "tdopt" else (plt.get_cmap("Greys")(0.4 + 0.15 * k), 1.3)
               for k, o in enumerate(optimizers)}  # fmt: skip
-    for ax, d in zip(axes.ravel(), dims, strict=False):
-        grid = np.geomspace(1, 1e4, 200)
+    grid = np.geomspace(1, max(per_dim_budget(runs), 1), 200)
+    for ax, (d, label, functions) in zip(axes.ravel(), panels, strict=False):
         for k, o in enumerate(optimizers):
-            chosen = _select(runs, o, d, tuple(range(1, 25)))
+            chosen = _select(runs, o, d, functions)
             if chosen:
                 colour, width = styles[o]
                 ax.plot(grid, ecdf(chosen, grid * d), color=colour, lw=width, ls=("-", "--", "-.", ":")[k % 4], label=o)
-        ax.set(xscale="log", ylim=(0, 1), title=f"D = {d}, f1–f24", xlabel="evaluations / D")
-        ax.set_ylabel("fraction of (function, instance, target)")
+        ax.set(xscale="log", ylim=(0, 1), xlabel="evaluations / D")
+        ax.set_title(f"D = {d}, {label}", fontsize=9)
+        ax.set_ylabel("fraction of (function, instance, target)", fontsize=8)
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(dims) :]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    axes[0][0].legend(fontsize=8, loc="upper left")
+    axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -145,9 +148,16 @@ def write_report(out: str | os.PathLike[str]) -> Path:
         "",
         "![ECDFs](ecdf.png)",
         "",
+        "Per function group (rows: f1–f5, f6–f9, f10–f14, f15–f19, f20–f24; columns: dimensions):",
+        "",
+        "![ECDFs per group](ecdf-groups.png)",
+        "",
     ]
     if runs:
-        plot_ecdfs(runs, optimizers, dims, out / "ecdf.png")
+        every = [(d, "f1–f24", tuple(range(1, 25))) for d in dims]
+        plot_ecdfs(runs, optimizers, every, min(3, len(dims)), out / "ecdf.png")
+        groups = [(d, g.split(" (")[1].rstrip(")"), f) for g, f in GROUPS.items() for d in dims]
+        plot_ecdfs(runs, optimizers, groups, len(dims), out / "ecdf-groups.png")
     for group, functions in {ALL: tuple(range(1, 25)), **GROUPS}.items():
         lines += [f"## {group}", "", *ecdf_table(runs, optimizers, dims, functions), ""]
     lines += ["## The issue's checks", "", *verdicts(runs, dims), ""]

@@ -337,6 +337,10 @@ def bbob_section() -> str:
             "",
             f"![bbob ECDFs]({_rel(folder / 'ecdf.png')})",
             "",
+            "Per function group (rows: f1–f5, f6–f9, f10–f14, f15–f19, f20–f24; columns: D):",
+            "",
+            f"![bbob ECDFs per function group]({_rel(folder / 'ecdf-groups.png')})",
+            "",
             f"Every function group: [{_rel(folder / 'RESULTS.md')}]({_rel(folder / 'RESULTS.md')}).",
         ]
     )
