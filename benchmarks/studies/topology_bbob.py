@@ -35,6 +35,7 @@ from ..core.paths import RESULTS_DIR
 from ..core.store import RESULTS_FILE, ResultStore, hash_config, run_key
 from ..families.bbob import SIGMA0, BudgetedProblem, Solver, problem_id, run_chunk
 from ..report.topology import BASELINES, to_confirm
+from .radius_design import RULES as SWEEP_RULES
 
 __all__ = ["FUNCTIONS", "DIMS", "POPSIZES", "RULES", "MODES", "settings", "main"]
 
@@ -45,15 +46,7 @@ POPSIZES: tuple[int | None, ...] = (None, 64)
 BUDGET_PER_DIM = 2000
 SCREEN_INSTANCES = tuple(range(1, 9))
 CONFIRM_INSTANCES = tuple(range(9, 17))  # fresh instances for the screen's wins
-RULES: dict[str, dict[str, Any]] = {
-    "no averaging": {"average": False},
-    "auto q=0.25": {"quantile": 0.25},
-    "auto q=0.5": {"quantile": 0.5},
-    "auto q=0.75": {"quantile": 0.75},
-    "auto q=0.9 (default)": {},
-    "gap": {"radius": "gap"},
-    "all selected (r=1e9)": {"radius": 1e9},
-}
+RULES: dict[str, dict[str, Any]] = SWEEP_RULES  # the radius sweep's rules (its fixed radii are FACTORS, apart)
 MODES = {"centre": es, "population": literal}
 
 
