@@ -162,8 +162,14 @@ OPTIMIZERS: dict[str, Solver] = {
     "pycma-bipop": solve_pycma_bipop,
     "ng-ngopt": solve_ngopt,
 }
-LIBRARIES = {"tdopt": "tdopt", "cmaes-cma-ipop": "cmaes", "cmaes-sepcma-ipop": "cmaes", "pycma-bipop": "cma"}
-LIBRARIES["ng-ngopt"] = "nevergrad"
+# the module whose version keys each optimizer's runs
+LIBRARIES = {
+    "tdopt": "tdopt",
+    "cmaes-cma-ipop": "cmaes",
+    "cmaes-sepcma-ipop": "cmaes",
+    "pycma-bipop": "cma",
+    "ng-ngopt": "nevergrad",
+}
 
 
 def optimizer_config(optimizer: str) -> dict[str, Any]:
@@ -290,12 +296,25 @@ def _ints(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks bbob", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("run", "report"), help="run the suite, or write its report")
-    parser.add_argument("--out", type=Path, default=RUNS_DIR / "bbob", help="results directory (default runs/bbob; "
-                        f"published: {RESULTS_DIR / 'bbob'})")  # fmt: skip
-    parser.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), help=f"of {', '.join(OPTIMIZERS)}")
+    published = (RESULTS_DIR / "bbob").relative_to(RESULTS_DIR.parents[1])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RUNS_DIR / "bbob",
+        help=f"results directory (default runs/bbob; published: {published})",
+    )
+    parser.add_argument(
+        "--optimizers",
+        default=",".join(DEFAULT_OPTIMIZERS),
+        help=f"comma-separated, of {', '.join(OPTIMIZERS)} (default %(default)s)",
+    )
     parser.add_argument("--dims", default=",".join(map(str, DIMENSIONS)), help="dimensions (default %(default)s)")
     parser.add_argument("--functions", default="1-24", help="bbob function numbers (default %(default)s)")
-    parser.add_argument("--instances", default="1-3", help="suite instances, one run each (default %(default)s)")
+    parser.add_argument(
+        "--instances",
+        default=f"{INSTANCES[0]}-{INSTANCES[-1]}",
+        help="suite instances, one run each (default %(default)s)",
+    )
     parser.add_argument("--budget-per-dim", type=int, default=BUDGET_PER_DIM, help="budget / D (default %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "run":
