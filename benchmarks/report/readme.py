@@ -330,8 +330,8 @@ def bbob_section() -> str:
             "",
             *bbob.ecdf_table(runs, optimizers, dims, tuple(range(1, 25))),
             "",
-            "The issue's checks (tdopt against SepCMA-IPOP on every function, CMA-IPOP on the separable and the"
-            " weakly-structured multimodal groups):",
+            "The targets set for tdopt (at least SepCMA-IPOP's fraction on all functions, and CMA-IPOP's on the"
+            " separable and the weakly-structured multimodal groups):",
             "",
             *bbob.verdicts(runs, dims),
             "",
@@ -351,10 +351,10 @@ def topology_section() -> str:
     from . import topology
 
     studies = (
-        ("topology", "multimodal bbob functions, centre and population modes (`benchmarks.studies.topology_bbob`)"),
-        ("topology-outputs", "distances by outputs or per-sample losses (`benchmarks.studies.topology_outputs`)"),
+        ("topology", "Multimodal bbob functions, centre and population modes (`benchmarks.studies.topology_bbob`)"),
+        ("topology-outputs", "Distances by outputs or per-sample losses (`benchmarks.studies.topology_outputs`)"),
     )
-    lines = ["### Where the topology pays", "", topology.__doc__.split("\n\n", 1)[1].strip(), ""]
+    lines = ["### Where the topology pays", "", topology.RULE, ""]
     found = False
     for folder, what in studies:
         path = RESULTS / folder / "results.jsonl"

@@ -1,14 +1,7 @@
 """The report of the topology studies (``TOPOLOGY.md``, ``topology.png``): does the largest
 component beat both ends, no averaging and every selected member averaged?
 
-A setting's measure per run is its record's ``score`` (larger is better; for BBOB runs the
-fraction of the 51 targets reached within the budget). Runs of different settings on the same
-problem share the problem and the seed, so settings are compared seed by seed: a radius rule
-*wins* a cell (mode, population, problem) when it scores higher than each baseline on every seed
-(beyond the seed spread: by chance at most 2^-n per baseline with n seeds), and *loses* when it
-scores lower than either baseline on every seed. With hundreds of cells a few wins come by chance,
-so every cell that wins this screen is run again, with its baselines, on fresh seeds (the
-confirmation stage): the answer is yes only where a rule wins both.
+The rule is :data:`RULE`.
 """
 
 from __future__ import annotations
@@ -25,6 +18,14 @@ from ..core.store import RESULTS_FILE, ResultStore
 __all__ = ["BASELINES", "score", "cells", "judge", "tally", "to_confirm", "confirmed", "plot", "write_report"]
 
 BASELINES = ("no averaging", "all selected (r=1e9)")
+RULE = """A setting's measure per run is its score (larger is better; for bbob runs the fraction of
+the 51 targets reached within the budget, else the test accuracy). Runs of different settings on
+the same problem share the problem and the seed, so settings are compared seed by seed: a radius
+rule *wins* a cell (mode, population, problem) when it scores higher than each baseline on every
+seed (beyond the seed spread: by chance at most 2^-n per baseline with n seeds), and *loses* when
+it scores lower than either baseline on every seed. With hundreds of cells a few wins come by
+chance, so every cell that wins this screen is run again, with its baselines, on fresh seeds (the
+confirmation stage): the answer is yes only where a rule wins both."""
 
 
 def score(record: dict[str, Any]) -> float:
@@ -173,7 +174,7 @@ def write_report(out: str | os.PathLike[str], title: str = "Where the topology p
     records = ResultStore(out / RESULTS_FILE).load()
     data = cells(records)
     header = f"Generated from `{RESULTS_FILE}` by `benchmarks.report.topology`; do not edit by hand."
-    lines = [f"# {title}", "", header, "", __doc__.split("\n\n", 1)[1].strip(), "", "![topology](topology.png)", ""]
+    lines = [f"# {title}", "", header, "", RULE, "", "![topology](topology.png)", ""]
     for mode, population in dict.fromkeys((m, p) for m, p, _ in data):
         group = {p: rs for (m, pop, p), rs in data.items() if (m, pop) == (mode, population)}
         found = {r for rs in group.values() for r in rs}
@@ -196,7 +197,8 @@ def verdict_lines(records: list[dict[str, Any]]) -> list[str]:
     lines = [
         f"**{answer}.** Screen: radius rules against both baselines, {len(wins)} wins, {ties} ties, {losses} losses"
         f" (cells: {len(wins) + ties + losses}); confirmed on fresh seeds: {len(kept)} of {len(wins)}.",
-        "",
     ]
-    lines += [f"- {describe(cell)}: screen win, confirmation {verdict}" for cell, verdict in again.items()]
+    lines += [""] * bool(again) + [
+        f"- {describe(cell)}: screen win, confirmation {verdict}" for cell, verdict in again.items()
+    ]
     return lines
