@@ -26,7 +26,7 @@ from typing import Any
 from .core.paths import RESULTS_DIR, ROOT, RUNS_DIR
 from .core.registry import OPTIMIZER_NAMES, method_names, task_names
 from .core.runner import plan_runs, run_many
-from .core.store import RESULTS_FILE
+from .core.store import RESULTS_FILE, ResultStore
 
 # The default ("quick") run: a few minutes on 2 CPU cores; it writes into runs/quick and compares
 # its tables with the published ones (benchmarks/results/quick, made with --out). A preset is a list
@@ -305,12 +305,18 @@ def run_main(argv: list[str]) -> int:
 def _bbob_slice(out: Path, report: bool) -> None:
     """The quick preset's slice of the BBOB family (``benchmarks.families.bbob.QUICK``) into ``out``."""
     from .families import bbob
-    from .report.bbob import write_report
+    from .report import bbob as bbob_report
 
     print(f"bbob slice -> {_rel(out)}", file=sys.stderr)
     bbob.run_selection(**bbob.QUICK, out=out)
     if report:
-        print(f"wrote {_rel(write_report(out))}", file=sys.stderr)
+        print(f"wrote {_rel(bbob_report.write_report(out))}", file=sys.stderr)
+        for name, where in (("this run", out), ("published", RESULTS_DIR / "quick" / "bbob")):
+            runs = bbob_report.latest_runs(ResultStore(where / RESULTS_FILE).load())
+            dims = sorted({r["dim"] for r in runs.values()})
+            optimizers = sorted({o for o, _ in runs}, key=lambda o: (o != "tdopt", o))
+            print(f"\n### bbob slice, fraction of targets reached ({name})\n")
+            print("\n".join(bbob_report.ecdf_table(runs, optimizers, dims, tuple(range(1, 25)))))
 
 
 def _report(out: Path, plans: list[list[dict[str, Any]]], published: list[str | None]) -> None:
