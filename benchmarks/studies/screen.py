@@ -71,14 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=None, help="JSON {name: TDOpt options} (default: %(default)s = VARIANTS)")
     p.add_argument("--tasks", default=",".join(BUDGETS), help="comma-separated (default: %(default)s)")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default: %(default)s)")
+    p.add_argument(
+        "--global-rate",
+        type=float,
+        default=None,
+        help="κ of the global step rate η_σ = κ √D for this process (tdopt.es.GLOBAL_RATE, a module constant; "
+        "default: the library's)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.global_rate is not None:
+        tdopt.es.GLOBAL_RATE = args.global_rate
     variants = VARIANTS if args.variants is None else json.loads(args.variants)
     seeds = [int(s) for s in args.seeds.split(",")]
     for task in args.tasks.split(","):
         for name, options in variants.items():
             values = [figure(task, s, BUDGETS[task], options) for s in seeds]
             row = {"task": task, "variant": name, "values": values, "median": statistics.median(values)}
+            row["kappa"] = str(tdopt.es.GLOBAL_RATE)
             print(json.dumps(row), flush=True)
     return 0
 
