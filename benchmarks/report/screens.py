@@ -30,6 +30,7 @@ START, END = "<!-- screens:start -->", "<!-- screens:end -->"
 COLUMNS = (
     ("digits @10k", "digits"),
     ("digits-mb @2k", "digits-mb"),
+    ("digits-mb @10k", "digits-mb-10k"),
     ("CartPole", "CartPole-v1"),
     ("Pendulum @5k", "Pendulum-v1"),
     ("two-moons", "two-moons"),
@@ -51,6 +52,9 @@ ROWS: tuple[tuple[str, tuple[tuple[Any, ...], ...]], ...] = (
     ("η_σ = 0.1 √D, quantile 0.75", (("q_k01", "q0.75"),)),
     ("η_σ = 0.1 √D, quantile 0.9 (default)", (("q_k01b", "q0.9"), ("q_k01", "q0.9"))),
     ("η_σ = 0.1 √D, step toward the component by its weight share", (("mass", "mass-scaled component step"),)),
+    ("η_σ = 0.1 √D, quantile 0.9 (default); CartPole, Pendulum: 5 seeds", (("kappa_c", "0.1", {}),)),
+    ("η_σ = 0.03 √D, quantile 0.9; CartPole, Pendulum: 5 seeds", (("kappa_c", "0.03", {}),)),
+    ("η_σ = 0.03 √D, `average=False`", (("kappa_c", "0.03", {"average": False}),)),
 )
 
 
@@ -85,7 +89,7 @@ def _cell(value: float | None, task: str) -> str:
         return "—"
     if math.isinf(value):
         return "never"
-    if task in ("digits", "digits-mb"):
+    if task.startswith("digits"):
         return f"{value:.3f}"
     return f"{value:,.0f}".replace("-", "−")
 
