@@ -35,7 +35,7 @@ def _scratch_repo(dst: Path) -> Path:
 
 
 def test_user_commands_with_their_defaults_leave_the_checkout_clean(tmp_path):
-    """`python -m benchmarks` (run, report, tune) without output options write only into the
+    """`python -m benchmarks` (run, report, tune, bbob) without output options write only into the
     untracked runs/; publishing into benchmarks/results needs an explicit --out or --publish."""
     repo = _scratch_repo(tmp_path / "repo")
     env = {**os.environ, "PYTHONPATH": str(repo), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
@@ -43,6 +43,8 @@ def test_user_commands_with_their_defaults_leave_the_checkout_clean(tmp_path):
         ["--budget", "20", "--seeds", "1", "--tasks", "two-moons", "--optimizers", "tdopt,random", "--no-progress"],
         ["report"],
         ["tune", "--task", "two-moons", "--trials", "1", "--budget", "20"],
+        ["bbob", "run", "--optimizers", "tdopt", "--dims", "2", "--functions", "1", "--instances", "1"]
+        + ["--budget-per-dim", "20"],
     ]
     stderr = []
     for argv in commands:
@@ -53,6 +55,7 @@ def test_user_commands_with_their_defaults_leave_the_checkout_clean(tmp_path):
         stderr.append(done.stderr)
     assert _git("status", "--porcelain", "--untracked-files=all", cwd=repo) == ""
     assert (repo / "runs/quick/RESULTS.md").is_file() and (repo / "runs/tune/two-moons.json").is_file()
+    assert (repo / "runs/bbob/RESULTS.md").is_file()
     assert re.search(r"Trial 0 finished with value: \S+ and parameters: \{", stderr[2])
 
 

@@ -1,14 +1,15 @@
 """What the global step-size rate costs on black boxes: tdopt on the bbob family with
 ``es.GLOBAL_RATE`` (κ of ``η_σ = κ √D``) replaced, for the next decision on the default's update.
 
-    python -m benchmarks.studies.global_rate_bbob [--rates 0.03] [--dims 20,40] [--part K/N]
+    python -m benchmarks.studies.global_rate_bbob [--rates 0.03] [--dims 20,40] [--part K/N] [--publish]
 
 κ = 0.1 is the default (its runs are the bbob family's, ``benchmarks/results/bbob``). A smaller κ
 moves the common scale more slowly: κ ≈ (3 + ln D) / (5 D) is SNES's own rate (0.06 at D = 20,
 0.033 at D = 40). The rate is a module constant, not an option, so this study sets it for its
 own process; each record's config names it, and the bbob family's protocol is otherwise the same
-(:mod:`benchmarks.families.bbob`). Output: ``benchmarks/results/screen/bbob-global-rate.jsonl``
-and a printed table of the ECDF at the budget per dimension and function group, next to κ = 0.1.
+(:mod:`benchmarks.families.bbob`). Output: ``runs/bbob-global-rate.jsonl`` (``--publish``:
+``benchmarks/results/screen/bbob-global-rate.jsonl``) and a printed table of the ECDF at the
+budget per dimension and function group, next to κ = 0.1.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from typing import Any
 from tdopt import es
 
 from ..core.machine import machine_info, single_thread
-from ..core.paths import RESULTS_DIR
+from ..core.paths import RESULTS_DIR, RUNS_DIR
 from ..core.store import ResultStore, hash_config, run_key
 from ..families import bbob
 from ..report import bbob as report
 
 __all__ = ["config", "main"]
 
-OUT = RESULTS_DIR / "screen" / "bbob-global-rate.jsonl"
+OUT = RUNS_DIR / "bbob-global-rate.jsonl"  # untracked; --publish: PUBLISHED
+PUBLISHED = RESULTS_DIR / "screen" / "bbob-global-rate.jsonl"
 DEFAULT_RUNS = RESULTS_DIR / "bbob" / "results.jsonl"
 
 
@@ -86,10 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates", default="0.03", help="values of κ (default %(default)s)")
     parser.add_argument("--dims", default="20,40", help="dimensions (default %(default)s)")
     parser.add_argument("--part", default="0/1", help="K/N: every N-th function from the K-th (parallel workers)")
+    parser.add_argument("--publish", action="store_true", help="into (and resuming) the published runs")
     args = parser.parse_args(argv)
     part, parts = (int(v) for v in args.part.split("/"))
     dims = [int(d) for d in args.dims.split(",")]
-    store = ResultStore(OUT)
+    store = ResultStore(PUBLISHED if args.publish else OUT)
     for rate in (float(r) for r in args.rates.split(",")):
         run(rate, dims, list(bbob.FUNCTIONS)[part::parts], store)
     print("\n".join(table(store, dims)))

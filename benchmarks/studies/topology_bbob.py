@@ -1,6 +1,6 @@
 """Where the topology pays, part 1: the largest component on BBOB's multimodal functions.
 
-    python -m benchmarks.studies.topology_bbob [--out DIR] [--part K/N] [--confirm]
+    python -m benchmarks.studies.topology_bbob [--out DIR | --publish] [--part K/N] [--confirm]
 
 The centre mode (:mod:`tdopt.es`) and the literal population mode (:mod:`tdopt.literal`, persistent
 members, the survivors' largest component replaced by its average) on the multimodal functions
@@ -31,7 +31,7 @@ import tdopt
 from tdopt import es, literal
 
 from ..core.machine import machine_info, single_thread
-from ..core.paths import RESULTS_DIR
+from ..core.paths import RESULTS_DIR, RUNS_DIR
 from ..core.store import RESULTS_FILE, ResultStore, hash_config, run_key
 from ..families.bbob import SIGMA0, BudgetedProblem, Solver, problem_id, run_chunk
 from ..report.topology import BASELINES, to_confirm
@@ -39,7 +39,8 @@ from .radius_design import RULES as SWEEP_RULES
 
 __all__ = ["FUNCTIONS", "DIMS", "POPSIZES", "RULES", "MODES", "settings", "main"]
 
-OUT = RESULTS_DIR / "topology"
+OUT = RUNS_DIR / "topology"  # untracked; --publish: PUBLISHED
+PUBLISHED = RESULTS_DIR / "topology"
 FUNCTIONS = (15, 20, 21, 22, 24)
 DIMS = (5, 10)
 POPSIZES: tuple[int | None, ...] = (None, 64)
@@ -121,12 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.studies.topology_bbob", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--out", type=Path, default=OUT, help="results directory (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=OUT, help="results directory (default: runs/, untracked)")
+    parser.add_argument("--publish", action="store_true", help="into (and resuming) the published results")
     parser.add_argument("--part", default="0/1", help="K/N: run every N-th setting from the K-th (parallel workers)")
     parser.add_argument("--confirm", action="store_true", help="only the confirmation of the screen's wins")
     args = parser.parse_args(argv)
     part, parts = (int(v) for v in args.part.split("/"))
-    store = ResultStore(args.out / RESULTS_FILE)
+    out = PUBLISHED if args.publish else args.out
+    store = ResultStore(out / RESULTS_FILE)
     if not args.confirm:
         for dim in DIMS:
             for function in FUNCTIONS:
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         confirm(store)
     from ..report.topology import write_report
 
-    print(write_report(args.out))
+    print(write_report(out))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Where the topology pays, part 2: distances between members by what they compute.
 
-    python -m benchmarks.studies.topology_outputs [--out DIR] [--part K/N] [--confirm]
+    python -m benchmarks.studies.topology_outputs [--out DIR | --publish] [--part K/N] [--confirm]
 
 The centre mode's largest component is found among the selected children by their distances in
 weight space (the default), by their outputs on the training batch (logits, ``(N · C,)`` per
@@ -30,7 +30,7 @@ import tdopt
 from tdopt import es
 
 from ..core.machine import machine_info, single_thread
-from ..core.paths import RESULTS_DIR
+from ..core.paths import RESULTS_DIR, RUNS_DIR
 from ..core.registry import get_task
 from ..core.store import RESULTS_FILE, ResultStore, hash_config, run_key
 from ..core.tasks import Task
@@ -38,7 +38,8 @@ from ..report.topology import BASELINES, to_confirm
 
 __all__ = ["TASKS", "SPACES", "RULES", "settings", "run", "main"]
 
-OUT = RESULTS_DIR / "topology-outputs"
+OUT = RUNS_DIR / "topology-outputs"  # untracked; --publish: PUBLISHED
+PUBLISHED = RESULTS_DIR / "topology-outputs"
 # budgets in evaluations, short of where every setting reaches the same test accuracy (two-moons is
 # at 0.998 for all of them by 3,000)
 TASKS = {"two-moons": 1000, "two-moons-step": 1500, "digits": 3000}
@@ -128,12 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.studies.topology_outputs", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--out", type=Path, default=OUT, help="results directory (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=OUT, help="results directory (default: runs/, untracked)")
+    parser.add_argument("--publish", action="store_true", help="into (and resuming) the published results")
     parser.add_argument("--part", default="0/1", help="K/N: run every N-th setting from the K-th (parallel workers)")
     parser.add_argument("--confirm", action="store_true", help="only the confirmation of the screen's wins")
     args = parser.parse_args(argv)
     part, parts = (int(v) for v in args.part.split("/"))
-    store = ResultStore(args.out / RESULTS_FILE)
+    out = PUBLISHED if args.publish else args.out
+    store = ResultStore(out / RESULTS_FILE)
     if not args.confirm:
         for name in TASKS:
             run_settings(store, settings()[part::parts], name, SCREEN_SEEDS, "screen")
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         confirm(store)
     from ..report.topology import write_report
 
-    print(write_report(args.out, "Where the topology pays: distances by what members compute"))
+    print(write_report(out, "Where the topology pays: distances by what members compute"))
 
 
 if __name__ == "__main__":
