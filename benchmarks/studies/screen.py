@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=None, help="JSON {name: TDOpt options} (default: %(default)s = VARIANTS)")
     p.add_argument("--tasks", default=",".join(BUDGETS), help="comma-separated (default: %(default)s)")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--budget", type=int, default=None, help="one budget for every task (default: BUDGETS)")
     p.add_argument(
         "--global-rate",
         type=float,
@@ -86,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     for task in args.tasks.split(","):
         for name, options in variants.items():
-            values = [figure(task, s, BUDGETS[task], options) for s in seeds]
+            budget = BUDGETS[task] if args.budget is None else args.budget
+            values = [figure(task, s, budget, options) for s in seeds]
             row = {"task": task, "variant": name, "values": values, "median": statistics.median(values)}
+            row["budget"] = budget
             row["kappa"] = str(tdopt.es.GLOBAL_RATE)
             print(json.dumps(row), flush=True)
     return 0
