@@ -21,7 +21,7 @@ from typing import Any
 
 from ..core.paths import DOCS_DIR, RESULTS_DIR
 
-__all__ = ["SOURCE", "COLUMNS", "ROWS", "load_sections", "render", "main"]
+__all__ = ["SOURCE", "COLUMNS", "ROWS", "FULL_COLUMNS", "FULL_RATES", "load_sections", "render", "render_full", "main"]
 
 SOURCE = RESULTS_DIR / "screen" / "design-screens.jsonl"
 DOC = DOCS_DIR / "algorithm.md"
@@ -56,6 +56,20 @@ ROWS: tuple[tuple[str, tuple[tuple[Any, ...], ...]], ...] = (
     ("η_σ = 0.03 √D, quantile 0.9; CartPole, Pendulum: 5 seeds", (("kappa_c", "0.03", {}),)),
     ("η_σ = 0.03 √D, `average=False`", (("kappa_c", "0.03", {"average": False}),)),
 )
+
+
+# The full protocols (5 seeds, the published budgets) at other global rates: (column, task) and
+# the rows' κ; κ = 0.1's CartPole, Pendulum and two-moons-mb are the published family runs
+# (:data:`PUBLISHED`), the rest come from section ``kappa_d``.
+FULL_COLUMNS = (
+    ("digits-mb @10k", "digits-mb-10k"),
+    ("CartPole, episodes to 475", "CartPole-v1"),
+    ("Pendulum @20k", "Pendulum-v1"),
+    ("two-moons-mb, full-batch eq. to 0.99", "two-moons-mb"),
+)
+FULL_RATES = ("0.1", "0.05", "0.03")
+PUBLISHED = {"CartPole-v1": "rl", "Pendulum-v1": "rl", "two-moons-mb": "minibatch"}
+FULL_START, FULL_END = "<!-- full-screens:start -->", "<!-- full-screens:end -->"
 
 
 def load_sections(path: Path = SOURCE) -> dict[str, list[dict[str, Any]]]:
@@ -109,14 +123,44 @@ def render(path: Path = SOURCE) -> str:
     return "\n".join(lines)
 
 
+def _published_median(task: str) -> float | None:
+    """The published family run's median of tdopt's default on ``task`` (its table's measure)."""
+    from ..core.store import ResultStore
+    from .tables import select_groups
+
+    groups, _ = select_groups(ResultStore(RESULTS_DIR / PUBLISHED[task] / "results.jsonl").load())
+    records = groups.get((task, "tdopt"), [])
+    measure = "test_return" if task == "Pendulum-v1" else "evals_to_target"
+    values = [math.inf if r.get(measure) is None else float(r[measure]) for r in records]
+    return statistics.median(values) if values else None
+
+
+def render_full(path: Path = SOURCE) -> str:
+    """The table of the full protocols at each global rate (medians over 5 seeds)."""
+    records = load_sections(path)["kappa_d"]
+    lines = ["| κ | " + " | ".join(c for c, _ in FULL_COLUMNS) + " |", "|---|" + "---|" * len(FULL_COLUMNS)]
+    for rate in FULL_RATES:
+        cells = []
+        for _, task in FULL_COLUMNS:
+            found = [r["median"] for r in records if r["kappa"] == rate and r["task"] == task]
+            value = found[0] if found else (_published_median(task) if rate == "0.1" and task in PUBLISHED else None)
+            cells.append(_cell(value, task))
+        lines.append(f"| {rate}{' (default)' if rate == '0.1' else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report.screens", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/algorithm.md's table is out of date")
     args = parser.parse_args(argv)
     text = DOC.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{render()}\n{END}{tail}"
+    new = _replace(_replace(text, START, END, render()), FULL_START, FULL_END, render_full())
     if args.check:
         return int(new != text)
     DOC.write_text(new)
