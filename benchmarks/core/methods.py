@@ -27,7 +27,7 @@ from tdopt import PopulationLoss
 
 from .tasks import Task
 
-__all__ = ["Method", "MethodSpec", "RunFailure", "FlatModel", "FullBatchFeed", "make_feed"]
+__all__ = ["Method", "MethodSpec", "RunFailure", "FlatModel", "FullBatchFeed", "make_feed", "local_adapter_version"]
 
 
 class RunFailure(RuntimeError):
@@ -175,3 +175,10 @@ def make_feed(task: Task, model: nn.Module, seed: int, flat: FlatModel | None = 
     if factory is not None:
         return factory(model, seed)
     return FullBatchFeed(flat if flat is not None else FlatModel(task, model))
+
+
+def local_adapter_version() -> str:
+    """The version part of the keys of the methods implemented in the benchmark (random search,
+    OpenAI-ES): the adapters' own number (bumped when their results change) and torch (whose random
+    streams they draw from)."""
+    return f"benchmarks adapter 1, torch {torch.__version__}"

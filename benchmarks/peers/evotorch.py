@@ -85,6 +85,4 @@ SOURCES: dict[str, str] = {
     "evotorch-xnes": "EvoTorch defaults (evotorch.algorithms.XNES signature); stdev_init chosen here",
     "evotorch-pgpe": "EvoTorch README PGPE example (GymNE, ClipUp settings); popsize reduced to 50",
 }
-METHODS: dict[str, MethodSpec] = {
-    name: peer_spec(name, EvoTorchPeer, s, SOURCES[name]) for name, s in SETTINGS.items()
-}
+METHODS: dict[str, MethodSpec] = {name: peer_spec(name, EvoTorchPeer, s, SOURCES[name]) for name, s in SETTINGS.items()}

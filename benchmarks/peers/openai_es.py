@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..core.methods import FlatModel, Method, MethodSpec, make_feed
+from ..core.methods import FlatModel, Method, MethodSpec, local_adapter_version, make_feed
 
 __all__ = ["METHODS", "OpenAIES", "centered_ranks"]
 
@@ -68,17 +68,11 @@ def centered_ranks(x: Tensor) -> Tensor:
     return ranks / (n - 1) - 0.5
 
 
-def adapter_version() -> str:
-    """Implemented here: the adapter's own number (bumped when its results change) and torch (whose
-    random streams it draws from)."""
-    return f"benchmarks adapter 1, torch {torch.__version__}"
-
-
 METHODS: dict[str, MethodSpec] = {
     "openai-es": MethodSpec(
         OpenAIES,
         {"sigma": 0.02, "popsize": 32, "lr": 0.1, "l2": 0.005, "beta1": 0.9, "beta2": 0.999},
         "OpenAI-ES: antithetic, rank-shaped, Adam",
-        adapter_version,
+        local_adapter_version,
     ),
 }

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parameters_to_vector
 
-from ..core.methods import FlatModel, Method, MethodSpec, make_feed
+from ..core.methods import FlatModel, Method, MethodSpec, local_adapter_version, make_feed
 
 __all__ = ["METHODS", "RandomSearch"]
 
@@ -64,17 +64,11 @@ class RandomSearch(Method):
         self.steps += 1
 
 
-def adapter_version() -> str:
-    """Implemented here: the adapter's own number (bumped when its results change) and torch (whose
-    random streams it draws from)."""
-    return f"benchmarks adapter 1, torch {torch.__version__}"
-
-
 METHODS: dict[str, MethodSpec] = {
     "random": MethodSpec(
         RandomSearch,
         {"chunk": 500, "init": "normal", "std": 2.0},
         "random search: fresh random networks, best by train loss",
-        adapter_version,
+        local_adapter_version,
     ),
 }
