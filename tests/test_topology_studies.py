@@ -33,3 +33,12 @@ def test_output_distances_change_the_component():
     a = topology_outputs.run(task, by_space["weights"], seed=0, budget=300)
     b = topology_outputs.run(task, by_space["outputs"], seed=0, budget=300)
     assert a["train_loss"] != b["train_loss"]
+
+
+def test_a_confirmation_reruns_the_winning_rule_and_the_baselines_of_its_mode_and_population():
+    from benchmarks.studies import topology_bbob
+    from benchmarks.studies.topology_study import confirmation_settings
+
+    chosen = confirmation_settings(topology_bbob.settings(), "population", "λ=64", "gap")
+    assert sorted(c["rule"] for _, c in chosen) == ["all selected (r=1e9)", "gap", "no averaging"]
+    assert all(c["mode"] == "population" and c["options"]["popsize"] == 64 for _, c in chosen)

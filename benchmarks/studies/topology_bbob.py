@@ -20,8 +20,6 @@ budget (the fraction of the 51 targets reached) per run; :mod:`benchmarks.report
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,10 +30,10 @@ from tdopt import es, literal
 
 from ..core.machine import machine_info, single_thread
 from ..core.paths import RESULTS_DIR, RUNS_DIR
-from ..core.store import RESULTS_FILE, ResultStore, hash_config, run_key
+from ..core.store import ResultStore, hash_config, run_key
 from ..families.bbob import SIGMA0, BudgetedProblem, Solver, problem_id, run_chunk
-from ..report.topology import BASELINES, to_confirm
 from .radius_design import RULES as SWEEP_RULES
+from .topology_study import confirm_wins, run_study
 
 __all__ = ["FUNCTIONS", "DIMS", "POPSIZES", "RULES", "MODES", "settings", "main"]
 
@@ -108,37 +106,24 @@ def run_settings(
 
 def confirm(store: ResultStore) -> None:
     """Each of the screen's wins again, with its baselines, on :data:`CONFIRM_INSTANCES`."""
-    for mode, population, problem, rule in to_confirm(store.load()):
+
+    def rerun(chosen: list[tuple[str, dict[str, Any]]], problem: str) -> None:
         function, dim = int(problem[6:9]), int(problem[11:13])  # bbob_f015_d05
-        chosen = [
-            (name, config)
-            for name, config in settings()
-            if name.startswith(f"{mode} | {population} |") and config["rule"] in (rule, *BASELINES)
-        ]
         run_settings(store, chosen, dim, function, CONFIRM_INSTANCES, "confirm")
+
+    confirm_wins(store, settings(), rerun)
+
+
+def screen(store: ResultStore, part: int, parts: int) -> None:
+    """Worker ``part`` of ``parts``'s share of the settings on every problem, instances 1-8."""
+    for dim in DIMS:
+        for function in FUNCTIONS:
+            run_settings(store, settings()[part::parts], dim, function, SCREEN_INSTANCES, "screen")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.studies.topology_bbob", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--out", type=Path, default=OUT, help="results directory (default: runs/, untracked)")
-    parser.add_argument("--publish", action="store_true", help="into (and resuming) the published results")
-    parser.add_argument("--part", default="0/1", help="K/N: run every N-th setting from the K-th (parallel workers)")
-    parser.add_argument("--confirm", action="store_true", help="only the confirmation of the screen's wins")
-    args = parser.parse_args(argv)
-    part, parts = (int(v) for v in args.part.split("/"))
-    out = PUBLISHED if args.publish else args.out
-    store = ResultStore(out / RESULTS_FILE)
-    if not args.confirm:
-        for dim in DIMS:
-            for function in FUNCTIONS:
-                run_settings(store, settings()[part::parts], dim, function, SCREEN_INSTANCES, "screen")
-    if part == 0:
-        confirm(store)
-    from ..report.topology import write_report
-
-    print(write_report(out))
+    module = "benchmarks.studies.topology_bbob"
+    run_study(argv, module, __doc__, OUT, PUBLISHED, screen, confirm, "Where the topology pays")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ and each winning cell runs again on seeds 5-9 (the confirmation).
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,9 +30,9 @@ from tdopt import es
 from ..core.machine import machine_info, single_thread
 from ..core.paths import RESULTS_DIR, RUNS_DIR
 from ..core.registry import get_task
-from ..core.store import RESULTS_FILE, ResultStore, hash_config, run_key
+from ..core.store import ResultStore, hash_config, run_key
 from ..core.tasks import Task
-from ..report.topology import BASELINES, to_confirm
+from .topology_study import confirm_wins, run_study
 
 __all__ = ["TASKS", "SPACES", "RULES", "settings", "run", "main"]
 
@@ -116,35 +114,18 @@ def run_settings(
 
 def confirm(store: ResultStore) -> None:
     """Each of the screen's wins again, with its baseline, on :data:`CONFIRM_SEEDS`."""
-    for _, population, task, rule in to_confirm(store.load()):
-        chosen = [
-            (name, config)
-            for name, config in settings()
-            if name.startswith(f"centre | {population} |") and config["rule"] in (rule, *BASELINES)
-        ]
-        run_settings(store, chosen, task, CONFIRM_SEEDS, "confirm")
+    confirm_wins(store, settings(), lambda chosen, task: run_settings(store, chosen, task, CONFIRM_SEEDS, "confirm"))
+
+
+def screen(store: ResultStore, part: int, parts: int) -> None:
+    """Worker ``part`` of ``parts``'s share of the settings on every task, seeds 0-4."""
+    for name in TASKS:
+        run_settings(store, settings()[part::parts], name, SCREEN_SEEDS, "screen")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.studies.topology_outputs", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--out", type=Path, default=OUT, help="results directory (default: runs/, untracked)")
-    parser.add_argument("--publish", action="store_true", help="into (and resuming) the published results")
-    parser.add_argument("--part", default="0/1", help="K/N: run every N-th setting from the K-th (parallel workers)")
-    parser.add_argument("--confirm", action="store_true", help="only the confirmation of the screen's wins")
-    args = parser.parse_args(argv)
-    part, parts = (int(v) for v in args.part.split("/"))
-    out = PUBLISHED if args.publish else args.out
-    store = ResultStore(out / RESULTS_FILE)
-    if not args.confirm:
-        for name in TASKS:
-            run_settings(store, settings()[part::parts], name, SCREEN_SEEDS, "screen")
-    if part == 0:
-        confirm(store)
-    from ..report.topology import write_report
-
-    print(write_report(out, "Where the topology pays: distances by what members compute"))
+    module, title = "benchmarks.studies.topology_outputs", "Where the topology pays: distances by what members compute"
+    run_study(argv, module, __doc__, OUT, PUBLISHED, screen, confirm, title)
 
 
 if __name__ == "__main__":
